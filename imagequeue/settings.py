@@ -1,0 +1,37 @@
+"""The one settings object. Built at each entry point and passed down; never a module global."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from providers.catalogue import DEFAULT_CATALOGUE_PATH
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGQ_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///var/imagequeue.db",
+        description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... to scale out.",
+    )
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    image_dir: Path = Field(default=Path("var/images"))
+    catalogue_path: Path = Field(default=DEFAULT_CATALOGUE_PATH)
+    simulator_url: str | None = Field(
+        default=None,
+        description="When set, every model without an API key is pointed at this vendor simulator.",
+    )
+    public_base_url: str = Field(default="http://127.0.0.1:8000")
+
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    dispatch_buffer: int = Field(default=1, ge=0, description="Jobs handed out beyond free slots.")
+    dispatch_interval_s: float = Field(default=0.5, gt=0)
+    worker_heartbeat_s: float = Field(default=2.0, gt=0)
+    job_deadline_s: float = Field(default=3600.0, gt=0)
+
+    max_prompt_chars: int = Field(default=4000, ge=1)
+    max_images_per_job: int = Field(default=4, ge=1)
+    admin_token: str | None = None

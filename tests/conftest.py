@@ -1,0 +1,139 @@
+"""Shared fixtures: real services by URL, strict in CI.
+
+A test that needs Redis or PostgreSQL skips locally when the service is absent but fails when the
+``CI`` environment variable is set, so missing infrastructure never turns the suite green.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_REDIS_URL = os.environ.get("IMGQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+TEST_POSTGRES_URL = os.environ.get(
+    "IMGQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _missing(what: str, how: str) -> None:
+    message = f"{what} is not reachable: {how}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError as exc:
+            last = exc
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s: {last}")
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start a child process of this interpreter's environment, output to a log file."""
+    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen(
+        args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT
+    )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError:
+        _missing("Redis", f"start one at {TEST_REDIS_URL} (apt-get install redis-server) "
+                 "or set IMGQ_TEST_REDIS_URL")
+    finally:
+        client.close()
+    return TEST_REDIS_URL
+
+
+@pytest.fixture()
+def clean_redis(redis_url: str) -> Iterator[str]:
+    """A Redis database emptied before and after the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield redis_url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(TEST_POSTGRES_URL)
+        with engine.connect():
+            pass
+        engine.dispose()
+    except Exception:  # noqa: BLE001 - any failure means "not reachable"
+        _missing("PostgreSQL", f"start one reachable as {TEST_POSTGRES_URL} "
+                 "(apt-get install postgresql) or set IMGQ_TEST_POSTGRES_URL")
+    return TEST_POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The vendor simulator, as a real HTTP server in its own process (profile ``healthy``)."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("sim") / "simulator.log"
+    proc = spawn(
+        [sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1", "--port", str(port),
+         "--profile", "healthy"],
+        log=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/_sim/health", proc=proc)
+    except RuntimeError:
+        stop(proc)
+        raise RuntimeError(log.read_text())
+    yield url
+    stop(proc)
+
+
+@pytest.fixture()
+def simulator(simulator_url: str) -> Iterator[str]:
+    """The shared simulator, reset (call log emptied, profile ``healthy``) for this test."""
+    httpx.post(f"{simulator_url}/_sim/reset", timeout=5).raise_for_status()
+    yield simulator_url
