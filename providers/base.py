@@ -18,6 +18,7 @@ class GenerationRequest:
     n: int = 1
     quality: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    vector: bool | None = None  # True: SVG only; False: raster only; None: either will do
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,18 @@ class ProviderError(Exception):
         self.retry_after_s = retry_after_s
         self.request_id = request_id
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Picklable with every field (Celery result backends and process pools pickle errors)."""
+        return (_rebuild, (self.error_class, self.message, self.__dict__.copy()))
+
     def __repr__(self) -> str:
         return (
             f"ProviderError({self.error_class.value!r}, {self.message!r}, "
             f"vendor_status={self.vendor_status!r}, vendor_code={self.vendor_code!r})"
         )
+
+
+def _rebuild(error_class: ErrorClass, message: str, fields: dict[str, object]) -> ProviderError:
+    error = ProviderError(error_class, message)
+    error.__dict__.update(fields)
+    return error
