@@ -1,0 +1,70 @@
+"""The narrow interface workers, the scheduler and the API use: ``BreakerStore``.
+
+Two implementations keep the same contract (one test suite runs against both):
+``InMemoryBreakerStore`` (one breaker per process; tests, benchmarks) and ``RedisBreakerStore``
+(shared by every worker on every host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from breaker.health import ModelHealth
+from breaker.state import BreakerState, Decision, Outcome, Transition
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of the transition log."""
+
+    model: str
+    from_state: BreakerState
+    to_state: BreakerState
+    reason: str
+    calls: int
+    failures: int
+    slow: int
+    at_ms: int
+
+    @classmethod
+    def of(cls, model: str, transition: Transition) -> Event:
+        t = transition
+        return cls(model, t.from_state, t.to_state, t.reason, t.calls, t.failures, t.slow, t.at_ms)
+
+
+class BreakerStore(Protocol):
+    def allow(self, model: str) -> Decision:
+        """May a call to ``model`` start now? Pass ``decision.probe`` back to ``record``."""
+        ...
+
+    def record(
+        self,
+        model: str,
+        outcome: Outcome,
+        latency_s: float,
+        *,
+        probe: bool,
+        retry_after_s: float | None = None,
+        reason: str | None = None,
+    ) -> BreakerState:
+        """Apply one call's outcome; returns the breaker's state after it."""
+        ...
+
+    def snapshot(self, model: str) -> ModelHealth: ...
+
+    def force_open(self, model: str, reason: str) -> None: ...
+
+    def disable(self, model: str) -> None: ...
+
+    def close(self, model: str) -> None:
+        """Same as ``reset``."""
+        ...
+
+    def reset(self, model: str) -> None:
+        """Closed, empty window, no cooldown, misconfiguration cleared."""
+        ...
+
+    def events(self, model: str | None = None, count: int = 50) -> list[Event]:
+        """The most recent transitions, newest first."""
+        ...
