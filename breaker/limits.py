@@ -1,0 +1,76 @@
+"""Cluster-wide vendor limits: a concurrency cap and a requests-per-minute limit per model.
+
+Both are Lua scripts clocked by Redis ``TIME``. A concurrency slot expires after ``ttl_s`` unless
+renewed, so a crashed worker cannot leak it. Like the breaker, the limits fail open: if Redis
+errors, ``acquire`` says yes and ``try_acquire_rate`` says "no wait".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import redis
+
+from breaker import keys
+from breaker.failopen import FailOpenGuard
+from breaker.policy import to_ms
+from breaker.redis_store import STORE_ERRORS, lua_source
+
+
+class VendorLimits:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        key_prefix: str = keys.LIMITS_PREFIX,
+        *,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        """``clock_ms`` replaces Redis ``TIME`` and exists for tests only."""
+        self._prefix = key_prefix
+        self._clock_ms = clock_ms
+        self.guard = FailOpenGuard("vendor limits")
+        self._semaphore = redis_client.register_script(lua_source("semaphore.lua"))
+        self._rate = redis_client.register_script(lua_source("rate.lua"))
+
+    @property
+    def store_errors(self) -> int:
+        return self.guard.errors
+
+    def acquire(self, model: str, limit: int, holder_id: str, ttl_s: float) -> bool:
+        """Take one of ``limit`` concurrent slots for ``holder_id`` (again = renew)."""
+        return self._semaphore_call("acquire", model, holder_id, limit, ttl_s, fail_open=True)
+
+    def renew(self, model: str, holder_id: str, ttl_s: float) -> bool:
+        """Extend a held slot; False if it had already expired (the caller lost it)."""
+        return self._semaphore_call("renew", model, holder_id, 0, ttl_s, fail_open=True)
+
+    def release(self, model: str, holder_id: str) -> None:
+        self._semaphore_call("release", model, holder_id, 0, 0, fail_open=False)
+
+    def try_acquire_rate(self, model: str, rpm: float, burst: int = 1) -> float:
+        """0.0 if a call may start now (it is counted), else the seconds to wait first."""
+        interval_ms = max(1, math.floor(60_000 / rpm))
+        try:
+            wait_ms = self._rate(keys=[keys.rate_tat(model, self._prefix)],
+                                 args=[interval_ms, burst, self._now_arg()])
+        except STORE_ERRORS as error:
+            self.guard.failed("rate", error)
+            return 0.0
+        return int(wait_ms) / 1000
+
+    def _semaphore_call(
+        self, action: str, model: str, holder_id: str, limit: int, ttl_s: float, fail_open: bool
+    ) -> bool:
+        try:
+            result = self._semaphore(
+                keys=[keys.concurrency_holders(model, self._prefix)],
+                args=[action, holder_id, limit, to_ms(ttl_s), self._now_arg()],
+            )
+        except STORE_ERRORS as error:
+            self.guard.failed(f"semaphore_{action}", error)
+            return fail_open
+        return bool(result)
+
+    def _now_arg(self) -> str:
+        return "" if self._clock_ms is None else str(self._clock_ms())
