@@ -192,8 +192,7 @@ def _sample_remaining(
         fail_weight = current.failure_rate
         success_weight = (1.0 - current.failure_rate) * current.success_latency.survival(elapsed_s)
         if rng.random() * (fail_weight + success_weight) < fail_weight:
-            rest = job.route[job.model_index + 1 :]
-            rest_s = _sample_service(_plan(rest, models), rng) if rest else 0.0
+            rest_s = _sample_service(_plan(job.route[job.model_index + 1 :], models), rng)
             return current.failure_latency_s - elapsed_s + rest_s
     return current.success_latency.sample_remaining(elapsed_s, rng)
 
