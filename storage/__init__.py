@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models and sessions, Alembic migrations, the blob store."""

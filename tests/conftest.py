@@ -71,18 +71,41 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test Redis: the one at IMGQ_TEST_REDIS_URL, or a private redis-server we start."""
+    import shutil
+
     import redis
 
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.ping()
-    except redis.RedisError:
-        _missing("Redis", f"start one at {TEST_REDIS_URL} (apt-get install redis-server) "
-                 "or set IMGQ_TEST_REDIS_URL")
-    finally:
-        client.close()
-    return TEST_REDIS_URL
+    def answers(url: str) -> bool:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    if answers(TEST_REDIS_URL):
+        yield TEST_REDIS_URL
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        _missing("Redis", f"nothing answers at {TEST_REDIS_URL} and redis-server is not installed "
+                 "(apt-get install redis-server), or set IMGQ_TEST_REDIS_URL")
+    port = free_port()
+    log = tmp_path_factory.mktemp("redis") / "redis.log"
+    proc = spawn([server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                  "--appendonly", "no"], log=log)
+    url = f"redis://127.0.0.1:{port}/15"
+    deadline = time.monotonic() + 10
+    while not answers(url):
+        if time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"private redis-server did not start: {log.read_text()}")
+        time.sleep(0.1)
+    yield url
+    stop(proc)
 
 
 @pytest.fixture()
@@ -137,3 +160,30 @@ def simulator(simulator_url: str) -> Iterator[str]:
     """The shared simulator, reset (call log emptied, profile ``healthy``) for this test."""
     httpx.post(f"{simulator_url}/_sim/reset", timeout=5).raise_for_status()
     yield simulator_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database: a SQLite file, then PostgreSQL (the same tests run on both)."""
+    from storage.db import downgrade_all, migrate
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'imgq.db'}"
+        migrate(url)
+        yield url
+        return
+    url = request.getfixturevalue("postgres_url")
+    _drop_everything(url)
+    migrate(url)
+    yield url
+    downgrade_all(url)
+
+
+def _drop_everything(url: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        for table in ("attempts", "jobs", "batches", "tenants", "alembic_version"):
+            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    engine.dispose()

@@ -1,0 +1,38 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import jobs
+from api.services import Services
+from imagequeue.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services.build(settings)
+        yield
+        app.state.services.close()
+
+    app = FastAPI(
+        title="imagequeue",
+        version="0.1.0",
+        description="A job queue for text-to-image generation with failover across vendors.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(jobs.router)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,37 @@
+"""Request dependencies: the services and the calling tenant (Bearer API key)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.services import Services
+from storage.models import Tenant
+from storage.tenants import tenant_for_api_key
+
+_bearer = HTTPBearer(auto_error=False, description="A tenant API key: `Authorization: Bearer imgq_...`")
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+def tenant(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Tenant:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>` "
+                                 "(create one with `imgq tenant create NAME`)", headers=challenge)
+    with services(request).sessions() as session:
+        found = tenant_for_api_key(session, credentials.credentials)
+    if found is None:
+        raise HTTPException(401, "invalid API key", headers=challenge)
+    return found
+
+
+ServicesDep = Annotated[Services, Depends(services)]
+TenantDep = Annotated[Tenant, Depends(tenant)]

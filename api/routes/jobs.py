@@ -1,0 +1,86 @@
+"""/v1/jobs: create, read, cancel a job and fetch its images."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from api.deps import ServicesDep, TenantDep
+from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobCreate, JobOut, parse_size
+from scheduler.errors import InvalidJob, NotFound
+from scheduler.queue import JobRequest, JobView
+from storage.blobs import BlobNotFound
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+ERRORS = {
+    401: {"model": ApiErrorResponse, "description": "Missing or invalid API key"},
+    404: {"model": ApiErrorResponse, "description": "No such job for this tenant"},
+}
+
+
+def job_out(view: JobView, base_url: str) -> JobOut:
+    job = view.job
+    error = (ErrorBody(type=job.error_type, message=job.error_message or "",
+                       vendor_status=job.error_vendor_status) if job.error_type else None)
+    return JobOut(
+        id=job.id, status=job.status, prompt=job.prompt, size=f"{job.width}x{job.height}",
+        n=job.n, route=job.route, requested_model=job.requested_model, served_by=job.served_by,
+        degraded=job.degraded, queue_position=view.queue_position, priority=job.priority,
+        lane=job.lane, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, cost_usd=job.cost_usd, error=error,
+        images=[ImageOut(index=k, url=f"{base_url}/v1/jobs/{job.id}/images/{k}",
+                         content_type=i["content_type"], width=i["width"], height=i["height"])
+                for k, i in enumerate(job.images or [])],
+        attempts=[AttemptOut(model=a.model, started_at=a.started_at, latency_ms=a.latency_ms,
+                             outcome=a.outcome, http_status=a.http_status,
+                             vendor_request_id=a.vendor_request_id, cost_usd=a.cost_usd,
+                             message=a.message) for a in job.attempts],
+        metadata=job.metadata_ or {},
+    )
+
+
+@router.post("", status_code=202, response_model=JobOut,
+             responses={**ERRORS, 422: {"model": ApiErrorResponse, "description": "Invalid job"}})
+def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep) -> JobOut:
+    """Queue one image job. Returns at once with the job and its place in the queue."""
+    limits = svc.settings
+    if len(body.prompt) > limits.max_prompt_chars:
+        raise InvalidJob("prompt", f"prompt is {len(body.prompt)} characters; "
+                                   f"the limit is {limits.max_prompt_chars}")
+    if body.n > limits.max_images_per_job:
+        raise InvalidJob("n", f"n must be between 1 and {limits.max_images_per_job}")
+    width, height = parse_size(body.size)
+    job = svc.queue.submit(tenant.id, JobRequest(
+        prompt=body.prompt, width=width, height=height, n=body.n, quality=body.quality,
+        model=body.model, route=body.route, priority=body.priority, metadata=body.metadata))
+    return job_out(svc.queue.get(tenant.id, job.id), svc.settings.public_base_url)
+
+
+@router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
+def get_job(job_id: str, tenant: TenantDep, svc: ServicesDep) -> JobOut:
+    """A job's status, queue position, the model that served it and every attempt."""
+    return job_out(svc.queue.get(tenant.id, job_id), svc.settings.public_base_url)
+
+
+@router.delete("/{job_id}", response_model=JobOut,
+               responses={**ERRORS, 409: {"model": ApiErrorResponse,
+                                          "description": "The job has already started"}})
+def cancel_job(job_id: str, tenant: TenantDep, svc: ServicesDep) -> JobOut:
+    """Cancel a job that is still queued; it will never reach a provider."""
+    svc.queue.cancel(tenant.id, job_id)
+    return job_out(svc.queue.get(tenant.id, job_id), svc.settings.public_base_url)
+
+
+@router.get("/{job_id}/images/{index}", response_class=Response, responses={
+    **ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}}}})
+def get_image(job_id: str, index: int, tenant: TenantDep, svc: ServicesDep) -> Response:
+    """The bytes of one image of a finished job, with its content type."""
+    job = svc.queue.get(tenant.id, job_id).job
+    images = job.images or []
+    if not 0 <= index < len(images):
+        raise NotFound("image", f"{job_id}/{index}")
+    try:
+        data = svc.blobs.get(images[index]["key"])
+    except BlobNotFound as exc:
+        raise NotFound("image", f"{job_id}/{index}") from exc
+    return Response(data, media_type=images[index]["content_type"],
+                    headers={"Cache-Control": "private, max-age=86400"})

@@ -1,0 +1,44 @@
+"""What request handlers use, built once per app from the settings (FastAPI lifespan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from imagequeue.settings import Settings
+from providers.catalogue import Catalogue, load_catalogue
+from scheduler.index import WaitingIndex
+from scheduler.queue import JobQueue
+from storage.blobs import BlobStore, LocalBlobStore
+from storage.db import make_engine, make_sessionmaker
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    catalogue: Catalogue
+    queue: JobQueue
+    blobs: BlobStore
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        client = redis.Redis.from_url(settings.redis_url)
+        catalogue = load_catalogue(settings.catalogue_path)
+        if settings.simulator_url:
+            catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
+        queue = JobQueue(sessions, WaitingIndex(client), catalogue,
+                         job_deadline_s=settings.job_deadline_s)
+        return cls(settings, engine, sessions, client, catalogue, queue,
+                   LocalBlobStore(settings.image_dir))
+
+    def close(self) -> None:
+        self.redis.close()
+        self.engine.dispose()

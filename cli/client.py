@@ -1,0 +1,68 @@
+"""A small client of our own HTTP API, used by ``imgq submit``, ``status`` and ``demo``."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+LOCAL_KEY_FILE = Path("var/local-api-key")
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+TERMINAL = {"succeeded", "failed", "canceled", "expired"}
+
+
+class ApiClientError(Exception):
+    pass
+
+
+def resolve_api_key(explicit: str | None) -> str:
+    key = explicit or os.environ.get("IMGQ_API_KEY")
+    if not key and LOCAL_KEY_FILE.is_file():
+        key = LOCAL_KEY_FILE.read_text().strip()
+    if not key:
+        raise ApiClientError("no API key: pass --api-key, set IMGQ_API_KEY, or run `imgq up` once "
+                             f"(it writes a local key to {LOCAL_KEY_FILE})")
+    return key
+
+
+class ApiClient:
+    def __init__(self, base_url: str, api_key: str, timeout_s: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s,
+                                 headers={"Authorization": f"Bearer {api_key}"})
+
+    def _check(self, response: httpx.Response) -> Any:
+        if response.is_error:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500]
+            raise ApiClientError(f"HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._check(self.http.post("/v1/jobs", json=body))  # type: ignore[no-any-return]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}"))  # type: ignore[no-any-return]
+
+    def image(self, url: str) -> bytes:
+        response = self.http.get(url)
+        if response.is_error:
+            raise ApiClientError(f"HTTP {response.status_code} fetching {url}")
+        return response.content
+
+    def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.job(job_id)
+            if job["status"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise ApiClientError(f"job {job_id} still {job['status']} after {timeout_s:.0f}s")
+            time.sleep(poll_s)
+
+    def close(self) -> None:
+        self.http.close()

@@ -1,0 +1,263 @@
+"""``imgq``: run the stack, submit prompts and watch them, from one command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
+from imagequeue.settings import Settings
+
+app = typer.Typer(
+    help="imagequeue: a job queue for text-to-image generation that fails over between vendors.",
+    no_args_is_help=True, add_completion=False)
+tenant_app = typer.Typer(help="Manage tenants and their API keys.", no_args_is_help=True)
+app.add_typer(tenant_app, name="tenant")
+console = Console()
+
+ApiUrl = Annotated[str, typer.Option("--api-url", envvar="IMGQ_API_URL", help="The API's base URL.")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="IMGQ_API_KEY",
+                                            help="Tenant API key (default: var/local-api-key).")]
+
+
+def _client(api_url: str, api_key: str | None) -> ApiClient:
+    try:
+        return ApiClient(api_url, resolve_api_key(api_key))
+    except ApiClientError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port on 127.0.0.1.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes to start.")] = 1,
+    profile: Annotated[str, typer.Option(help="Simulator failure profile.")] = "healthy",
+    latency_scale: Annotated[float, typer.Option(help="Scale the simulator's latencies.")] = 1.0,
+) -> None:
+    """Start the API, worker(s), the scheduler and (without vendor keys) the simulator. Ctrl-C stops all."""
+    from cli.localstack import start_local_stack
+
+    stack, info = start_local_stack(Settings(), api_port=port, workers=workers,
+                                    profile=profile, latency_scale=latency_scale)
+    console.print(f"[green]imagequeue is up[/]: API {info['api_url']} (docs at /docs), "
+                  f"logs in var/logs/. API key for the local tenant is in var/local-api-key.")
+    console.print("Try: [bold]imgq submit 'a lighthouse at dawn' --wait[/]   Ctrl-C stops everything.")
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopping:
+            dead = stack.check_alive()
+            if dead:
+                console.print(f"[red]{dead} exited; see var/logs/{dead}.log. Stopping.[/]")
+                break
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping…")
+        stack.stop()
+
+
+@app.command()
+def demo(
+    prompts: Annotated[int, typer.Option(help="How many prompts to submit.")] = 8,
+    profile: Annotated[str, typer.Option(help="Simulator failure profile.")] = "healthy",
+    latency_scale: Annotated[float, typer.Option(help="Scale the simulator's latencies.")] = 0.1,
+) -> None:
+    """Start a private stack, generate a handful of images, print where they are and who made them."""
+    from cli.demo import run_demo
+
+    raise typer.Exit(run_demo(Settings(), prompts=prompts, profile=profile,
+                              latency_scale=latency_scale))
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Threads (default IMGQ_WORKER_CONCURRENCY).")] = None,
+    name: Annotated[str, typer.Option(help="Celery node name.")] = "worker@%h",
+) -> None:
+    """Run a Celery worker that executes image jobs."""
+    from workers.app import make_celery
+
+    settings = Settings()
+    if concurrency:
+        settings.worker_concurrency = concurrency
+    celery = make_celery(settings)
+    celery.worker_main(["worker", "-Q", "imgq", "-P", "threads", "-c",
+                        str(settings.worker_concurrency), "-n", name, "--loglevel", "INFO"])
+
+
+@app.command()
+def scheduler() -> None:
+    """Run the dispatcher (one active at a time; extra instances stand by)."""
+    import logging
+
+    import redis
+
+    from scheduler.dispatcher import Dispatcher, make_sender
+    from storage.db import make_engine, make_sessionmaker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    dispatcher = Dispatcher(
+        redis.Redis.from_url(settings.redis_url),
+        make_sessionmaker(make_engine(settings.database_url)),
+        make_sender(settings.redis_url),
+        buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s)
+    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
+    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    dispatcher.run()
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    import uvicorn
+
+    from api.app import create_app
+    from storage.db import migrate
+
+    settings = Settings()
+    migrate(settings.database_url)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def simulate(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8090,
+    profile: Annotated[str, typer.Option(help="Built-in profile name or a profile file.")] = "healthy",
+    latency_scale: Annotated[float | None, typer.Option(help="Scale every latency.")] = None,
+) -> None:
+    """Run the vendor simulator: every vendor's wire format on one port, with failure profiles."""
+    from providers.simulator import serve
+
+    serve(host, port, profile, latency_scale=latency_scale)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from storage.db import migrate as run_migrations
+
+    settings = Settings()
+    run_migrations(settings.database_url)
+    console.print(f"schema is up to date at {settings.database_url}")
+
+
+@tenant_app.command("create")
+def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name.")]) -> None:
+    """Create a tenant and print its API key (shown once; only a hash is stored)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from storage.db import make_engine, make_sessionmaker
+    from storage.db import migrate as run_migrations
+    from storage.tenants import create_tenant
+
+    settings = Settings()
+    run_migrations(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    try:
+        with sessions.begin() as session:
+            tenant, key = create_tenant(session, name)
+    except IntegrityError:
+        console.print(f"[red]a tenant named {name!r} already exists[/]")
+        raise typer.Exit(1) from None
+    console.print(f"tenant {tenant.id} ({name})")
+    typer.echo(key)
+
+
+@app.command()
+def submit(
+    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "1024x1024",
+    n: Annotated[int, typer.Option(help="Images to generate.")] = 1,
+    model: Annotated[str | None, typer.Option(help="Pin a model (no fallback).")] = None,
+    route: Annotated[str | None, typer.Option(help="A named route (default: default).")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job finishes.")] = False,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Queue one prompt; with --wait, follow it to the end and print the result."""
+    client = _client(api_url, api_key)
+    body: dict[str, Any] = {"prompt": prompt, "size": size, "n": n}
+    if model:
+        body["model"] = model
+    if route:
+        body["route"] = route
+    try:
+        job = client.submit(body)
+        console.print(f"queued {job['id']} (position {job['queue_position']})")
+        if wait:
+            with console.status(f"waiting for {job['id']}…"):
+                job = client.wait(job["id"])
+            _print_job(job)
+            if job["status"] != "succeeded":
+                raise typer.Exit(1)
+    except ApiClientError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Show a job: status, queue position, the model that served it and every attempt."""
+    client = _client(api_url, api_key)
+    try:
+        job = client.job(job_id)
+    except ApiClientError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        _print_job(job)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    colour = {"succeeded": "green", "failed": "red", "canceled": "yellow"}.get(job["status"], "cyan")
+    console.print(f"[bold]{job['id']}[/] [{colour}]{job['status']}[/]  {job['prompt'][:60]!r}")
+    if job["queue_position"] is not None:
+        console.print(f"  queue position: {job['queue_position']}")
+    if job["served_by"]:
+        note = " [yellow](fallback: degraded)[/]" if job["degraded"] else ""
+        console.print(f"  served by {job['served_by']}{note}  cost ${job['cost_usd']:.3f}")
+    if job["error"]:
+        console.print(f"  [red]{job['error']['type']}[/]: {job['error']['message']}")
+    table = Table("model", "outcome", "latency ms", "http", box=None, pad_edge=False)
+    for attempt in job["attempts"]:
+        table.add_row(attempt["model"], attempt["outcome"], str(attempt["latency_ms"]),
+                      str(attempt["http_status"] or ""))
+    if job["attempts"]:
+        console.print(table)
+    for image in job["images"]:
+        console.print(f"  image {image['index']}: {image['url']} ({image['width']}x{image['height']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

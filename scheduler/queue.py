@@ -1,0 +1,154 @@
+"""Submitting, reading and canceling jobs: the queue as producers and the API see it.
+
+Submit writes the rows in one transaction, commits, then indexes the job in Redis. A crash between
+the two is healed by ``reconcile`` (the database is the source of truth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from providers.catalogue import Catalogue
+from scheduler.errors import Conflict, InvalidJob, NotFound
+from scheduler.index import IndexEntry, WaitingIndex
+from storage.models import Job, JobStatus, utcnow
+
+PINNED_ROUTE = "pinned"
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    prompt: str
+    width: int = 1024
+    height: int = 1024
+    n: int = 1
+    quality: str | None = None
+    model: str | None = None
+    route: str | None = None
+    priority: int = 0
+    lane: str = "interactive"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    webhook_url: str | None = None
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as its owner sees it, with its place in the queue while it waits."""
+
+    job: Job
+    queue_position: int | None
+
+
+class JobQueue:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        index: WaitingIndex,
+        catalogue: Catalogue,
+        *,
+        job_deadline_s: float = 3600.0,
+    ) -> None:
+        self.sessions = sessions
+        self.index = index
+        self.catalogue = catalogue
+        self.job_deadline_s = job_deadline_s
+
+    def resolve_route(self, request: JobRequest) -> tuple[str, str]:
+        """(route name, requested model) for a request; raises InvalidJob for unknown names."""
+        if request.model is not None:
+            if request.model not in self.catalogue.models:
+                known = ", ".join(sorted(self.catalogue.models))
+                raise InvalidJob("model", f"unknown model {request.model!r}; known models: {known}")
+            return PINNED_ROUTE, request.model
+        route_name = request.route or "default"
+        if route_name not in self.catalogue.routes:
+            known = ", ".join(sorted(self.catalogue.routes))
+            raise InvalidJob("route", f"unknown route {route_name!r}; known routes: {known}")
+        return route_name, self.catalogue.routes[route_name].models[0]
+
+    def build_job(self, tenant_id: str, request: JobRequest) -> Job:
+        route, requested_model = self.resolve_route(request)
+        now = utcnow()
+        return Job(
+            tenant_id=tenant_id,
+            prompt=request.prompt,
+            width=request.width,
+            height=request.height,
+            n=request.n,
+            quality=request.quality,
+            route=route,
+            requested_model=requested_model,
+            lane=request.lane,
+            priority=request.priority,
+            metadata_=dict(request.metadata),
+            webhook_url=request.webhook_url,
+            status=JobStatus.QUEUED.value,
+            created_at=now,
+            deadline_at=now + timedelta(seconds=self.job_deadline_s),
+            images=[],
+        )
+
+    def submit(self, tenant_id: str, request: JobRequest) -> Job:
+        job = self.build_job(tenant_id, request)
+        with self.sessions.begin() as session:
+            session.add(job)
+        self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
+        return job
+
+    def get(self, tenant_id: str, job_id: str) -> JobView:
+        with self.sessions() as session:
+            job = session.scalar(
+                select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
+            )
+            if job is None:
+                raise NotFound("job", job_id)
+            _ = job.attempts  # load while the session is open
+        position = self.index.position(job_id) if job.status == JobStatus.QUEUED else None
+        return JobView(job, position)
+
+    def cancel(self, tenant_id: str, job_id: str) -> Job:
+        """Cancel a job that has not started; a running or finished job cannot be canceled."""
+        with self.sessions.begin() as session:
+            changed = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.tenant_id == tenant_id,
+                       Job.status == JobStatus.QUEUED.value)
+                .values(status=JobStatus.CANCELED.value, finished_at=utcnow())
+            ).rowcount
+            job = session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+            if job is None:
+                raise NotFound("job", job_id)
+        if not changed:
+            raise Conflict(f"job {job_id} is {job.status}; only queued jobs can be canceled")
+        self.index.remove(job_id)
+        return job
+
+
+def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int = 5000) -> int:
+    """Index every queued job the database holds but Redis does not (after a flush or a crash)."""
+    healed = 0
+    last_created = None
+    last_id = ""
+    while True:
+        with sessions() as session:
+            query = select(Job.id, Job.created_at, Job.lane, Job.tenant_id, Job.priority).where(Job.status == JobStatus.QUEUED.value)
+            if last_created is not None:
+                query = query.where(
+                    (Job.created_at > last_created)
+                    | ((Job.created_at == last_created) & (Job.id > last_id))
+                )
+            rows = session.execute(query.order_by(Job.created_at, Job.id).limit(chunk)).all()
+        if not rows:
+            return healed
+        indexed = index.indexed(row.id for row in rows)
+        missing = [IndexEntry(r.id, r.lane, r.tenant_id, r.priority)
+                   for r in rows if r.id not in indexed]
+        if missing:
+            index.push(missing)
+            healed += len(missing)
+        last_created, last_id = rows[-1].created_at, rows[-1].id

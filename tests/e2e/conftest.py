@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from storage.db import migrate
+from tests.stack import RunningStack, start_stack
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          redis_url: str, simulator_url: str) -> Iterator[RunningStack]:
+    """API + one real Celery worker + the dispatcher, on SQLite and then on PostgreSQL."""
+    from tests.conftest import _drop_everything
+
+    root = tmp_path_factory.mktemp(f"stack-{request.param}")
+    if request.param == "sqlite":
+        database_url = f"sqlite:///{root / 'imgq.db'}"
+    else:
+        database_url = request.getfixturevalue("postgres_url")
+        _drop_everything(database_url)
+    migrate(database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    running = start_stack(root, database_url=database_url, redis_url=redis_url,
+                          simulator_url=simulator_url, image_dir=root / "images")
+    yield running
+    running.stop_all()
+    if request.param == "postgresql":
+        _drop_everything(database_url)

@@ -1,0 +1,84 @@
+"""The Celery app: Redis broker, late acks, prefetch 1, a thread pool sized by a setting.
+
+Tasks are thin, like web views: they load the per-process context and call the runner. Celery
+signals build that context when the worker starts and advertise the worker's capacity.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from typing import Any
+
+from celery import Celery, signals
+
+from imagequeue.settings import Settings
+from scheduler import capacity, keys
+from workers.context import WorkerContext
+from workers.runner import run_job
+
+log = logging.getLogger(__name__)
+
+
+class _State:
+    context: WorkerContext | None = None
+    settings: Settings | None = None
+    heartbeat_stop = threading.Event()
+
+
+def make_celery(settings: Settings) -> Celery:
+    app = Celery("imagequeue", broker=settings.redis_url)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=settings.worker_concurrency,
+        worker_pool="threads",
+        task_default_queue=keys.GENERATE_QUEUE,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        broker_transport_options={"visibility_timeout": 3600},
+    )
+    _State.settings = settings
+
+    @app.task(name=keys.GENERATE_TASK)
+    def generate(job_id: str) -> str:
+        return run_job(context(), job_id)
+
+    return app
+
+
+def context() -> WorkerContext:
+    if _State.context is None:
+        assert _State.settings is not None, "make_celery() builds the settings first"
+        _State.context = WorkerContext.build(_State.settings)
+    return _State.context
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    ctx = context()
+    name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
+    period_s = ctx.settings.worker_heartbeat_s
+
+    def beat() -> None:
+        while not _State.heartbeat_stop.is_set():
+            try:
+                capacity.heartbeat(ctx.redis, name, ctx.settings.worker_concurrency, period_s * 3)
+            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
+                log.warning("heartbeat failed: %s", exc)
+            _State.heartbeat_stop.wait(period_s)
+        try:
+            capacity.forget(ctx.redis, name)
+        except Exception:  # noqa: BLE001, S110
+            pass
+
+    threading.Thread(target=beat, name="imgq-heartbeat", daemon=True).start()
+    ctx.index.wake()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    _State.heartbeat_stop.set()

@@ -1,0 +1,49 @@
+"""Per-process resources of a worker, built once from the settings when the process starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from imagequeue.settings import Settings
+from providers.catalogue import Catalogue, load_catalogue
+from scheduler.index import WaitingIndex
+from storage.blobs import BlobStore, LocalBlobStore
+from storage.db import make_engine, make_sessionmaker
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    sessions: sessionmaker[Session]
+    redis: redis.Redis
+    index: WaitingIndex
+    http: httpx.Client
+    catalogue: Catalogue
+    blobs: BlobStore
+
+    @classmethod
+    def build(cls, settings: Settings) -> WorkerContext:
+        client = redis.Redis.from_url(settings.redis_url)
+        catalogue = load_catalogue(settings.catalogue_path)
+        if settings.simulator_url:
+            catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
+        return cls(
+            settings=settings,
+            sessions=make_sessionmaker(make_engine(settings.database_url)),
+            redis=client,
+            index=WaitingIndex(client),
+            http=httpx.Client(
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+                follow_redirects=False,
+            ),
+            catalogue=catalogue,
+            blobs=LocalBlobStore(settings.image_dir),
+        )
+
+    def close(self) -> None:
+        self.http.close()
+        self.redis.close()
