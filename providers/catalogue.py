@@ -33,7 +33,7 @@ SIMULATOR_PREFIXES: dict[str, str] = {
 
 
 class CatalogueError(ValueError):
-    """A catalogue file that cannot be used; the message names the file, the entry and the reason."""
+    """An unusable catalogue file; the message names the file, the entry and the reason."""
 
     def __init__(self, source: Path | str, entry: str, reason: str) -> None:
         super().__init__(f"{source}: {entry}: {reason}")
@@ -99,9 +99,8 @@ class ModelSpec:
                 f"to {self.max_width}x{self.max_height})"
             )
         qualities = self.options.get("qualities")
-        if request.quality is not None and isinstance(qualities, list):
-            if request.quality not in qualities:
-                return f"{self.id} does not offer quality {request.quality!r}"
+        if isinstance(qualities, list) and request.quality not in (None, *qualities):
+            return f"{self.id} does not offer quality {request.quality!r}"
         return None
 
 

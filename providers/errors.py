@@ -1,13 +1,13 @@
 """The one error taxonomy every adapter translates vendor answers into.
 
     ProviderError
-     ├── class: overloaded       503, UNAVAILABLE, "high demand"       -> next model, breaker failure
-     ├── class: server_error     5xx, connection errors, 200 w/o image -> next model, breaker failure
-     ├── class: timeout          our client timeout                    -> next model, breaker failure
-     ├── class: quota            429, RESOURCE_EXHAUSTED               -> next model, cooldown (not a failure)
-     ├── class: auth             401, 403, 402 billing                 -> next model, model misconfigured
-     ├── class: invalid_request  400, INVALID_ARGUMENT                 -> job fails, breaker ignores
-     └── class: content_policy   moderation / SAFETY                   -> job fails, breaker ignores
+     ├── overloaded       503, UNAVAILABLE, "high demand"       -> next model, breaker failure
+     ├── server_error     5xx, connection errors, 200 w/o image -> next model, breaker failure
+     ├── timeout          our client timeout                    -> next model, breaker failure
+     ├── quota            429, RESOURCE_EXHAUSTED               -> next model, cooldown only
+     ├── auth             401, 403, 402 billing                 -> next model, misconfigured
+     ├── invalid_request  400, INVALID_ARGUMENT                 -> job fails, breaker ignores
+     └── content_policy   moderation / SAFETY                   -> job fails, breaker ignores
 
 Nothing above ``providers/`` ever sees an ``httpx`` exception: adapters translate at the edge.
 """

@@ -1,0 +1,170 @@
+"""Black Forest Labs FLUX (flux-2-pro): submit, poll the returned ``polling_url``, download.
+
+Retry rules follow BFL's own SDK: a failed SUBMIT is never resubmitted (it may already be
+billed; the router moves on instead), while transport errors, 5xx and 429 while POLLING are
+retried with backoff (tenacity), all within the model's ``timeout_s`` from submit to image.
+Only the ``polling_url`` BFL returns is polled: it carries the region that holds the task.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.stop import stop_base
+
+from providers.adapters.classify import error_from_response
+from providers.adapters.common import HttpAdapter, api_key_for, option, post_json, success_json
+from providers.adapters.images import download_image
+from providers.adapters.retry_hints import request_id_from
+from providers.base import GenerationRequest, GenerationResult
+from providers.catalogue import ModelSpec
+from providers.errors import ErrorClass, ProviderError
+
+SIZE_STEP = 16
+_MODERATED = frozenset({"Request Moderated", "Content Moderated"})
+_FAILED = frozenset({"Error", "Task not found", "Failed"})
+
+
+class _RetryablePollAnswer(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class _StopNearDeadline(stop_base):
+    def __init__(self, deadline: float, margin_s: float) -> None:
+        self.deadline = deadline
+        self.margin_s = margin_s
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + self.margin_s >= self.deadline
+
+
+def snap_dimension(value: int, low: int, high: int) -> int:
+    """Nearest multiple of 16 within [low, high] (both rounded inwards to multiples of 16)."""
+    low_step = math.ceil(low / SIZE_STEP) * SIZE_STEP
+    high_step = math.floor(high / SIZE_STEP) * SIZE_STEP
+    return max(low_step, min(high_step, round(value / SIZE_STEP) * SIZE_STEP))
+
+
+class BflAdapter(HttpAdapter):
+    wire_format = "bfl"
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._sleep = sleep
+
+    def _generate(
+        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
+    ) -> GenerationResult:
+        key = api_key_for(model)
+        deadline = time.monotonic() + model.timeout_s
+        url = f"{model.base_url.rstrip('/')}/{model.vendor_model}"
+        submitted = post_json(client, model, url, self.body(model, request), {"x-key": key})
+        task = success_json(submitted, model, request_id=request_id_from(submitted.headers))
+        task_id = str(task["id"]) if task.get("id") else None
+        polling_url = task.get("polling_url")
+        if not isinstance(polling_url, str) or not polling_url:
+            raise ProviderError(
+                ErrorClass.SERVER_ERROR, f"{model.id}: submit answer has no polling_url",
+                request_id=task_id,
+            )
+        result = self._wait_until_ready(client, model, polling_url, key, deadline, task_id)
+        sample = result.get("sample") if isinstance(result, dict) else None
+        if not isinstance(sample, str):
+            raise ProviderError(
+                ErrorClass.SERVER_ERROR, f"{model.id}: Ready task without result.sample",
+                request_id=task_id,
+            )
+        image = download_image(client, model.id, sample, _remaining_timeout(model, deadline))
+        cost = task.get("cost")
+        return GenerationResult(
+            images=[image],
+            request_id=task_id,
+            vendor_cost=float(cost) if isinstance(cost, int | float) else None,
+        )
+
+    @staticmethod
+    def body(model: ModelSpec, request: GenerationRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "width": snap_dimension(request.width, model.min_width, model.max_width),
+            "height": snap_dimension(request.height, model.min_height, model.max_height),
+        }
+        for name in ("safety_tolerance", "output_format", "seed"):
+            if name in model.options:
+                body[name] = model.options[name]
+        return body
+
+    def _wait_until_ready(
+        self, client: httpx.Client, model: ModelSpec, polling_url: str, key: str,
+        deadline: float, task_id: str | None,
+    ) -> Any:
+        interval_s = min(option(model, "poll_interval_s", 0.5), model.timeout_s / 10)
+        while True:
+            answer = self._poll_once(client, model, polling_url, key, deadline, interval_s)
+            status = answer.get("status")
+            if status == "Ready":
+                return answer.get("result")
+            if status in _MODERATED:
+                raise ProviderError(
+                    ErrorClass.CONTENT_POLICY, f"{model.id}: {status}",
+                    vendor_status=200, vendor_code=str(status), request_id=task_id,
+                )
+            if status != "Pending":
+                raise ProviderError(
+                    ErrorClass.SERVER_ERROR, f"{model.id}: task ended with status {status!r}",
+                    vendor_status=200, vendor_code=str(status), request_id=task_id,
+                )
+            if time.monotonic() + interval_s >= deadline:
+                raise ProviderError(
+                    ErrorClass.TIMEOUT,
+                    f"{model.id}: task not ready within {model.timeout_s:g}s",
+                    request_id=task_id,
+                )
+            self._sleep(interval_s)
+
+    def _poll_once(
+        self, client: httpx.Client, model: ModelSpec, polling_url: str, key: str,
+        deadline: float, interval_s: float,
+    ) -> dict[str, Any]:
+        retrying = Retrying(
+            retry=retry_if_exception_type((httpx.TransportError, _RetryablePollAnswer)),
+            stop=stop_after_attempt(option(model, "poll_retry_attempts", 3))
+            | _StopNearDeadline(deadline, interval_s),
+            wait=wait_exponential(multiplier=interval_s, max=8 * interval_s),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    response = client.get(
+                        polling_url, headers={"x-key": key},
+                        timeout=_remaining_timeout(model, deadline),
+                    )
+                    if response.status_code == 429 or response.status_code >= 500:
+                        raise _RetryablePollAnswer(response)
+        except _RetryablePollAnswer as exc:
+            raise error_from_response(exc.response, model.id) from None
+        if response.status_code == 404:  # the task, not the model, is unknown
+            raise ProviderError(
+                ErrorClass.SERVER_ERROR, f"{model.id}: polled task not found (HTTP 404)",
+                vendor_status=404,
+            )
+        return success_json(response, model)
+
+
+def _remaining_timeout(model: ModelSpec, deadline: float) -> httpx.Timeout:
+    remaining_s = max(0.05, deadline - time.monotonic())
+    return httpx.Timeout(remaining_s, connect=min(model.connect_timeout_s, remaining_s))
