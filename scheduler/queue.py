@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from providers.base import GenerationRequest
 from providers.catalogue import Catalogue
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.index import IndexEntry, WaitingIndex
@@ -71,8 +72,19 @@ class JobQueue:
             raise InvalidJob("route", f"unknown route {route_name!r}; known routes: {known}")
         return route_name, self.catalogue.routes[route_name].models[0]
 
+    def check_servable(self, route: str, requested_model: str, request: JobRequest) -> None:
+        """Refuse at once a job that no model on its route could serve (say, an odd size)."""
+        models = ([requested_model] if route == PINNED_ROUTE
+                  else list(self.catalogue.routes[route].models))
+        wanted = GenerationRequest(prompt=request.prompt, width=request.width,
+                                   height=request.height, n=request.n, quality=request.quality)
+        reasons = [self.catalogue.models[m].can_serve(wanted) for m in models]
+        if all(reasons):
+            raise InvalidJob("size", "; ".join(r for r in reasons if r))
+
     def build_job(self, tenant_id: str, request: JobRequest) -> Job:
         route, requested_model = self.resolve_route(request)
+        self.check_servable(route, requested_model, request)
         now = utcnow()
         return Job(
             tenant_id=tenant_id,

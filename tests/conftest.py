@@ -54,10 +54,12 @@ def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] |
 
 def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a child process of this interpreter's environment, output to a log file."""
-    out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-    return subprocess.Popen(
-        args, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT
-    )
+    env = {**os.environ, **(env or {})}
+    if log is None:
+        return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:

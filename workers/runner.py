@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
-from providers import call_model
+from providers import call as call_provider
 from providers.base import GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from storage.blobs import image_key
@@ -32,7 +32,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         models = candidates(ctx.catalogue, job.route, job.requested_model)
 
         def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
-            return call_model(ctx.http, model, req)
+            return call_provider(ctx.http, model, req)
 
         outcome = walk(models, request, call)
         return _finish(ctx, job, outcome)

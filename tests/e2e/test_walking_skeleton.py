@@ -45,7 +45,7 @@ def api_key(stack: RunningStack) -> str:
 def test_job_is_served_and_its_png_has_the_requested_size(stack: RunningStack, api_key: str) -> None:
     with stack.client(api_key) as client:
         created = client.post("/v1/jobs", json={"prompt": "A red fox in snow, watercolor 🦊",
-                                                "size": "1024x768", "model": "gpt-image-1.5"})
+                                                "size": "1536x1024", "model": "gpt-image-1.5"})
         assert created.status_code == 202, created.text
         assert created.json()["status"] == "queued"
         job = wait_terminal(client, created.json()["id"])
@@ -60,7 +60,7 @@ def test_job_is_served_and_its_png_has_the_requested_size(stack: RunningStack, a
         assert image.headers["content-type"] == "image/png"
         decoded = Image.open(io.BytesIO(image.content))
         assert decoded.format == "PNG"
-        assert decoded.size == (1024, 768)
+        assert decoded.size == (1536, 1024)
 
 
 def test_canceled_job_never_reaches_a_provider(stack: RunningStack, api_key: str,
@@ -98,6 +98,7 @@ def test_canceled_job_never_reaches_a_provider(stack: RunningStack, api_key: str
         ({"prompt": "x", "n": 99}, 422, "n"),
         ({"prompt": "x", "size": "big"}, 422, "size"),
         ({"prompt": "x", "colour": "red"}, 422, "colour"),
+        ({"prompt": "x", "model": "gpt-image-1.5", "size": "1000x1000"}, 422, "1000x1000"),
     ],
 )
 def test_bad_job_is_refused_with_a_readable_error_and_no_row(
