@@ -30,6 +30,7 @@ MODEL_FOR_FORMAT = {
     "recraft": "recraftv4",
     "openai_compatible": "aggregator-seedream-4",
 }
+REQUEST_ID_HEADER_FORMATS = frozenset({"openai_images", "seedream"})
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
@@ -102,7 +103,8 @@ class FakeVendor:
     def succeeding(cls, wire_format: str, image: bytes | None = None) -> FakeVendor:
         image = image if image is not None else png()
         body = success_body(wire_format, image)
-        return cls(wire_format, lambda _: json_answer(200, body), image=image)
+        headers = {"x-request-id": "req-7f3a"} if wire_format in REQUEST_ID_HEADER_FORMATS else {}
+        return cls(wire_format, lambda _: json_answer(200, body, headers), image=image)
 
     @classmethod
     def answering(
