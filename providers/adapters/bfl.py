@@ -52,10 +52,10 @@ class _StopNearDeadline(stop_base):
 
 
 def snap_dimension(value: int, low: int, high: int) -> int:
-    """Nearest multiple of 16 within [low, high] (both rounded inwards to multiples of 16)."""
+    """Nearest multiple of 16 (ties up) within [low, high], both rounded inwards to multiples."""
     low_step = math.ceil(low / SIZE_STEP) * SIZE_STEP
     high_step = math.floor(high / SIZE_STEP) * SIZE_STEP
-    return max(low_step, min(high_step, round(value / SIZE_STEP) * SIZE_STEP))
+    return max(low_step, min(high_step, math.floor(value / SIZE_STEP + 0.5) * SIZE_STEP))
 
 
 class BflAdapter(HttpAdapter):
