@@ -41,7 +41,7 @@ def install(app: FastAPI) -> None:
             if e.get("type") == "extra_forbidden":
                 message = "unknown field"
             details.append({"field": _field(e.get("loc", ())), "message": message})
-        summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else d["message"]
+        summary = "; ".join(f"{d['field']}: {d['message']}" if d["field"] else str(d["message"])
                             for d in details)
         return error_response(422, "invalid_request", summary, details)
 

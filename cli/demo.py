@@ -9,7 +9,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cli.client import TERMINAL, ApiClient, ApiClientError
 from cli.localstack import start_local_stack
@@ -66,7 +65,6 @@ def _run(client: ApiClient, count: int) -> int:
             progress.update(task, completed=len(finished))
             time.sleep(0.3)
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    table = Table("job", "status", "served by", "note", "image")
     served: Counter[str] = Counter()
     for job in jobs:
         done = finished.get(job["id"], job)
@@ -77,12 +75,16 @@ def _run(client: ApiClient, count: int) -> int:
             path = OUTPUT_DIR / f"{done['id']}-{image['index']}.{ext}"
             path.write_bytes(client.image(image["url"]))
             paths.append(str(path))
-        note = ("fallback (degraded)" if done.get("degraded")
-                else (done["error"]["type"] if done.get("error") else ""))
         served[done.get("served_by") or done["status"]] += 1
-        table.add_row(done["id"][-8:], done["status"], done.get("served_by") or "-", note,
-                      ", ".join(paths))
-    console.print(table)
+        if done.get("served_by"):
+            note = (f" [yellow]degraded: {done['requested_model']} was unavailable[/]"
+                    if done.get("degraded") else "")
+            console.print(f"[green]✓[/] {done['prompt'][:44]!r:48} [bold]{done['served_by']}[/]"
+                          f"{note}\n    → {', '.join(paths)}")
+        else:
+            error = done.get("error") or {}
+            console.print(f"[red]✗[/] {done['prompt'][:44]!r:48} {done['status']}: "
+                          f"{error.get('type', '')} {error.get('message', '')[:120]}")
     console.print("served: " + ", ".join(f"{model} × {n}" for model, n in served.most_common()))
     succeeded = sum(1 for j in finished.values() if j["status"] == "succeeded")
     console.print(f"[bold]{succeeded}/{len(jobs)} succeeded[/]; images in {OUTPUT_DIR.resolve()}")

@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -86,7 +85,8 @@ def demo(
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Threads (default IMGQ_WORKER_CONCURRENCY).")] = None,
+    concurrency: Annotated[int | None,
+                           typer.Option(help="Threads (default IMGQ_WORKER_CONCURRENCY).")] = None,
     name: Annotated[str, typer.Option(help="Celery node name.")] = "worker@%h",
 ) -> None:
     """Run a Celery worker that executes image jobs."""

@@ -78,7 +78,7 @@ class WaitingIndex:
     def position(self, job_id: str) -> int | None:
         """0 = next to be dispatched; None when the job is not waiting."""
         rank = self.redis.zrank(keys.WAITING, job_id)
-        return None if rank is None else int(rank)
+        return None if rank is None else int(rank)  # type: ignore[arg-type]
 
     def depth(self) -> int:
         return int(self.redis.zcard(keys.WAITING))

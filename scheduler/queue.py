@@ -126,7 +126,7 @@ class JobQueue:
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         """Cancel a job that has not started; a running or finished job cannot be canceled."""
         with self.sessions.begin() as session:
-            changed = session.execute(
+            changed = session.execute(  # type: ignore[attr-defined]
                 update(Job)
                 .where(Job.id == job_id, Job.tenant_id == tenant_id,
                        Job.status == JobStatus.QUEUED.value)
@@ -148,7 +148,8 @@ def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int =
     last_id = ""
     while True:
         with sessions() as session:
-            query = select(Job.id, Job.created_at, Job.lane, Job.tenant_id, Job.priority).where(Job.status == JobStatus.QUEUED.value)
+            query = select(Job.id, Job.created_at, Job.lane, Job.tenant_id, Job.priority).where(
+                Job.status == JobStatus.QUEUED.value)
             if last_created is not None:
                 query = query.where(
                     (Job.created_at > last_created)

@@ -52,7 +52,8 @@ def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] |
     raise RuntimeError(f"{url} did not answer within {timeout_s}s: {last}")
 
 
-def spawn(args: list[str], env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str] | None = None,
+          log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start a child process of this interpreter's environment, output to a log file."""
     env = {**os.environ, **(env or {})}
     if log is None:
@@ -152,7 +153,7 @@ def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_http(f"{url}/_sim/health", proc=proc)
     except RuntimeError:
         stop(proc)
-        raise RuntimeError(log.read_text())
+        raise RuntimeError(log.read_text()) from None
     yield url
     stop(proc)
 

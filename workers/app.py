@@ -6,6 +6,7 @@ signals build that context when the worker starts and advertise the worker's cap
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -70,10 +71,8 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
                 log.warning("heartbeat failed: %s", exc)
             _State.heartbeat_stop.wait(period_s)
-        try:
+        with contextlib.suppress(Exception):
             capacity.forget(ctx.redis, name)
-        except Exception:  # noqa: BLE001, S110
-            pass
 
     threading.Thread(target=beat, name="imgq-heartbeat", daemon=True).start()
     ctx.index.wake()

@@ -42,7 +42,7 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
 
 def _start(ctx: WorkerContext, job_id: str) -> Job | None:
     with ctx.sessions.begin() as session:
-        changed = session.execute(
+        changed = session.execute(  # type: ignore[attr-defined]
             update(Job)
             .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value,
                                                      JobStatus.RUNNING.value]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from api.deps import ServicesDep, TenantDep
@@ -11,7 +13,7 @@ from scheduler.queue import JobRequest, JobView
 from storage.blobs import BlobNotFound
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiErrorResponse, "description": "Missing or invalid API key"},
     404: {"model": ApiErrorResponse, "description": "No such job for this tenant"},
 }
