@@ -41,7 +41,7 @@ class _Shape:
 
 
 def _plan(prompt: str, width: int, height: int) -> tuple[tuple[int, int, int], list[_Shape]]:
-    digest = hashlib.sha256(prompt.encode("utf-8")).digest()
+    digest = hashlib.sha512(prompt.encode("utf-8")).digest()  # 64 bytes: up to 5 shapes
     background = (digest[0], digest[1], digest[2])
     shapes = []
     for i in range(2 + digest[3] % 4):
