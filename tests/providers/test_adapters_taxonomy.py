@@ -1,19 +1,38 @@
 """Every vendor error answer lands in the right class (bodies copied from providers.md).
 
-Matrix (adapter x class); each cell is the vendor answer that proves it here ("-" = the wire
-format cannot produce it; "all" rows live in test_adapters_common.py and run for every adapter):
+Matrix, adapter x class. T = this module (documented vendor answers), C = test_adapters_common
+(all six formats), F = test_adapters_formats, S = test_adapters_simulator (live simulator).
 
-| class            | gemini                        | openai_images                  | bfl                          | seedream                           | recraft                | openai_compatible              |
-|------------------|-------------------------------|--------------------------------|------------------------------|------------------------------------|------------------------|--------------------------------|
-| overloaded       | 503 UNAVAILABLE high demand   | 503 server_is_overloaded       | submit 503                   | 429 ServerOverloaded               | 503 {"detail"}         | 500 wrapping Gemini 503        |
-| server_error     | 500 INTERNAL, 504 DEADLINE    | 500 server_error               | submit 500 (sent once), poll Error / Task not found / 5xx x3 | 500 InternalServiceError | 500 {"message"} | 502 new-api, no data (async)   |
-| timeout          | all: read timeout             | all                            | all + task Pending past timeout_s | all                           | all                    | all                            |
-| quota (+retry)   | 429 RetryInfo 26s; "retry in 25.46s" | 429 retry-after-ms / retry-after s / HTTP date / x-ratelimit-reset / "try again in 6s" | 429 Retry-After 5 | 429 RateLimitExceeded.*, QuotaExceeded | 429 {"code"} + Retry-After | 500 wrapping Gemini 429 + RetryInfo |
-| auth / billing   | 402 RESOURCE_EXHAUSTED, 400 API_KEY_INVALID, 403, 404 | 401, 429 insufficient_quota | 402, 403 | 401, 403 AccountOverdueError, 404 ModelNotOpen | 401 {"error"}, 402 | 403 insufficient_user_quota |
-| invalid_request  | 400 INVALID_ARGUMENT, FAILED_PRECONDITION | 400 invalid_request_error | 422 detail list, 400 detail | 400 InvalidParameter / MissingParameter | 400 {"code","message"} | 500 wrapping Gemini 400 |
-| content_policy   | 200 promptFeedback.blockReason, 200 finishReason IMAGE_SAFETY / PROHIBITED_CONTENT | 400 moderation_blocked, content_policy_violation | poll Request / Content Moderated | 400 *SensitiveContentDetected* | 400 "inappropriate" message | 400 moderation_blocked |
-| no image (200)   | NO_IMAGE, IMAGE_OTHER, text only -> server_error | all: empty data | - | all data[] items failed | all | all |
-| garbage_html / truncated_json / bad_base64 / unicode prompt / missing key | all | all | all | all | all | all |
+                    overloaded server_error timeout quota+retry auth/billing invalid policy
+  gemini                T,S       T,S          C,S     T,S         T,S          T,S    T,S
+  openai_images         T,S       T,S          C,S     T,S         T,S          T,S    T,S
+  bfl                   T,S       F,S          F,C,S   T,S         T,S          T,S    F,S
+  seedream              T,S       T,S          C,S     T,S         T,S          T,S    T,F,S
+  recraft               T,S       T,S          C,S     T,S         T,S          T,S    T,S
+  openai_compatible     T,S       T,S          C,S     T,S         T,S          T,S    T,S
+
+                    success  no image(200)  garbage_html  truncated_json  bad_base64  unicode
+  every adapter      C,S        C,T,S          C,S           C,S           C,F,S        C
+
+Answers used per adapter (T):
+  gemini      503 UNAVAILABLE "high demand"; 500 INTERNAL; 504 DEADLINE_EXCEEDED; 429 RetryInfo
+              "26s" and "Please retry in 25.46s"; 402 RESOURCE_EXHAUSTED; 400 API_KEY_INVALID;
+              403; 404 NOT_FOUND; 400 INVALID_ARGUMENT / FAILED_PRECONDITION; 200 blockReason,
+              finishReason IMAGE_SAFETY / PROHIBITED_CONTENT (policy), NO_IMAGE / IMAGE_OTHER /
+              text only (server_error).
+  openai      503 server_is_overloaded; 500 server_error; 429 with retry-after-ms, retry-after,
+              x-ratelimit-reset-requests, "try again in 6s"; 429 insufficient_quota (billing);
+              401; 400; 400 moderation_blocked, content_policy_violation.
+  bfl         submit 503 / 402 / 403 / 429 Retry-After / 400 / 422 detail list (never resent);
+              poll Request|Content Moderated, Error, Task not found, 5xx retried (F).
+  seedream    429 ServerOverloaded (overloaded!); 429 RateLimitExceeded.*, QuotaExceeded;
+              400 *SensitiveContentDetected*; 403 AccountOverdueError; 401; 404 ModelNotOpen;
+              400 InvalidParameter / MissingParameter; 500 InternalServiceError.
+  recraft     503 {"detail"}; 500 {"message"}; 429 {"code"} + Retry-After; 401 {"error"}; 402;
+              400 {"code","message"}; 400 "inappropriate content" (policy).
+  aggregator  upstream Gemini 503 / 429 / 400 stringified in error.message of an outer 500
+              (classified by the inner body); 403 insufficient_user_quota; 502 new_api_error;
+              400 moderation_blocked; request id read from "(request id: ...)".
 """
 
 from __future__ import annotations
