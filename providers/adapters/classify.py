@@ -38,6 +38,9 @@ _INVALID_CODES = frozenset({"invalidparameter", "missingparameter", "invalid_arg
                             "failed_precondition"})
 _SERVER_CODES = frozenset({"internal", "internalserviceerror", "server_error",
                            "deadline_exceeded"})
+# Only these classes wait for the vendor; a hint on a 400 (OpenAI sends rate headers on every
+# answer) would park a job for nothing.
+_RETRY_HINTED = frozenset({ErrorClass.QUOTA, ErrorClass.OVERLOADED})
 _OVERLOADED_WORDS = re.compile(r"overloaded|high demand|capacity", re.IGNORECASE)
 _POLICY_WORDS = re.compile(
     r"safety system|moderat|nsfw|inappropriate|content polic|sensitive (content|information)",
@@ -115,7 +118,10 @@ def error_from_response(
     """The classified error for a non-success vendor answer."""
     description = describe(response.status_code, response.text)
     error_class = classify(description.status, description.codes, description.message)
-    retry_after_s = retry_after_from(response.headers, description.body, description.message)
+    retry_after_s = (
+        retry_after_from(response.headers, description.body, description.message)
+        if error_class in _RETRY_HINTED else None
+    )
     message = description.message or f"HTTP {response.status_code}"
     return ProviderError(
         error_class,
