@@ -31,6 +31,12 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
 
 
+_RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 def make_sender(redis_url: str) -> Celery:
     """A Celery client that only sends tasks by name; it imports nothing of the workers."""
     app = Celery("imgq-dispatcher", broker=redis_url)
@@ -60,6 +66,7 @@ class Dispatcher:
         self.reconcile_every_s = reconcile_every_s
         self.holder = f"{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW_LEASE)
+        self._release = client.register_script(_RELEASE_LEASE)
         self.stopping = threading.Event()
         self.dispatched = 0
 
@@ -79,6 +86,13 @@ class Dispatcher:
             self.sender.send_task(keys.GENERATE_TASK, args=[job_id], queue=keys.GENERATE_QUEUE)
         self.dispatched += len(job_ids)
         return len(job_ids)
+
+    def _wait_s(self) -> float:
+        """Sleep until woken, the next timer tick, or the next parked job falls due."""
+        due_ms = self.index.next_parked_due_ms()
+        if due_ms is None:
+            return self.interval_s
+        return max(0.05, min(self.interval_s, (due_ms - time.time() * 1000) / 1000))
 
     def run(self) -> None:
         last_reconcile = 0.0
@@ -100,13 +114,14 @@ class Dispatcher:
                     if healed:
                         log.warning("reconciled %d queued jobs missing from the waiting index", healed)
                     last_reconcile = time.monotonic()
+                self.index.promote_due()
                 self.dispatch_once()
-                self.index.wait_for_wake(self.interval_s)
+                self.index.wait_for_wake(self._wait_s())
             except redis.RedisError as exc:
                 log.warning("dispatcher cannot reach Redis (%s); retrying", exc)
                 self.stopping.wait(1.0)
         if leader:
-            self.redis.delete(keys.DISPATCH_LEASE)
+            self._release(keys=[keys.DISPATCH_LEASE], args=[self.holder])
 
     def stop(self) -> None:
         self.stopping.set()

@@ -1,6 +1,10 @@
 """The waiting index: the queue of jobs not yet handed to a worker, kept in Redis sorted sets.
 
-Redis only indexes what the database already holds; ``reconcile`` rebuilds it after a flush.
+One sorted set per (lane, priority) class; the queue is those classes read in ``keys.CLASS_KEYS``
+order — interactive before bulk, higher priority first, arrival order inside a class, and in the
+bulk lane tenants take turns. Dispatch pops in exactly that order, so a published position is the
+number of jobs that will really be handed out first. Redis only indexes what the database holds;
+``scheduler.queue.reconcile`` rebuilds it after a flush.
 """
 
 from __future__ import annotations
@@ -8,88 +12,127 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from importlib import resources
 
 import redis
 
 from scheduler import keys
 
-# Atomically take up to ARGV[1] jobs from the head of the queue and mark them in flight.
-_POP_SCRIPT = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), id)
-end
-return ids
-"""
+_CLASS_COUNT = len(keys.CLASS_KEYS)
 
-# Add jobs at the tail in the given order (one INCRBY for the whole group).
-_PUSH_SCRIPT = """
-local last = redis.call('INCRBY', KEYS[2], #ARGV)
-local first = last - #ARGV + 1
-for i, id in ipairs(ARGV) do
-  redis.call('ZADD', KEYS[1], 'NX', first + i - 1, id)
-end
-return last
-"""
+
+def _script(name: str) -> str:
+    return resources.files("scheduler").joinpath("lua", name).read_text()
 
 
 @dataclass(frozen=True)
 class IndexEntry:
-    """What the index needs to order a job: its lane, tenant and priority (FCFS for now)."""
+    """What the index needs to order a job: its lane, tenant and priority."""
 
     job_id: str
     lane: str = "interactive"
     tenant_id: str = ""
     priority: int = 0
 
+    @property
+    def class_index(self) -> int:
+        """1-based position of this job's class in ``keys.CLASS_KEYS``."""
+        if self.lane not in keys.LANES:
+            raise ValueError(f"unknown lane {self.lane!r}")
+        priority = max(min(self.priority, keys.PRIORITIES[0]), keys.PRIORITIES[-1])
+        return keys.CLASS_KEYS.index(keys.waiting(self.lane, priority)) + 1
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class WaitingIndex:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._pop = client.register_script(_POP_SCRIPT)
-        self._push = client.register_script(_PUSH_SCRIPT)
+        self._push = client.register_script(_script("push.lua"))
+        self._pop = client.register_script(_script("pop.lua"))
+        self._position = client.register_script(_script("position.lua"))
+        self._promote = client.register_script(_script("promote.lua"))
 
     def push(self, entries: Sequence[IndexEntry]) -> None:
-        """Add jobs at the tail of the queue, in the given order."""
+        """Add jobs at the tail of their class, in the given order (one script call per chunk)."""
+        push_keys = [*keys.CLASS_KEYS, keys.SEQ, keys.BULK_TENANTS, keys.BULK_ROUND]
         for start in range(0, len(entries), 5000):
-            chunk = [e.job_id for e in entries[start : start + 5000]]
-            if chunk:
-                self._push(keys=[keys.WAITING, keys.SEQ], args=chunk)
+            args: list[str | int] = [_CLASS_COUNT]
+            for entry in entries[start : start + 5000]:
+                args += [entry.job_id, entry.class_index, entry.tenant_id]
+            if len(args) > 1:
+                self._push(keys=push_keys, args=args)
         self.wake()
-
-    def remove(self, job_id: str) -> bool:
-        pipe = self.redis.pipeline()
-        pipe.zrem(keys.WAITING, job_id)
-        pipe.zrem(keys.PARKED, job_id)
-        removed = pipe.execute()
-        return bool(removed[0] or removed[1])
 
     def pop_for_dispatch(self, count: int) -> list[str]:
         if count <= 0:
             return []
-        ids = self._pop(keys=[keys.WAITING, keys.INFLIGHT], args=[count, now_ms()])
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND],
+                        args=[_CLASS_COUNT, count, now_ms()])
+        return [_text(i) for i in ids]
 
     def position(self, job_id: str) -> int | None:
         """0 = next to be dispatched; None when the job is not waiting."""
-        rank = self.redis.zrank(keys.WAITING, job_id)
-        return None if rank is None else int(rank)  # type: ignore[arg-type]
+        rank = int(self._position(keys=list(keys.CLASS_KEYS), args=[job_id]))
+        return None if rank < 0 else rank
 
-    def depth(self) -> int:
-        return int(self.redis.zcard(keys.WAITING))
+    def depth(self, lane: str | None = None) -> int:
+        class_keys = [k for k in keys.CLASS_KEYS if lane is None or f":{lane}:" in k]
+        pipe = self.redis.pipeline()
+        for key in class_keys:
+            pipe.zcard(key)
+        return sum(int(n) for n in pipe.execute())
+
+    def head(self, count: int) -> list[str]:
+        """The next ``count`` job ids in dispatch order (for the ETA snapshot)."""
+        found: list[str] = []
+        for key in keys.CLASS_KEYS:
+            if len(found) >= count:
+                break
+            found += [_text(i) for i in self.redis.zrange(key, 0, count - len(found) - 1)]
+        return found
+
+    def remove(self, job_id: str) -> bool:
+        """Take a job out of the queue wherever it waits (cancel)."""
+        pipe = self.redis.pipeline()
+        for key in (*keys.CLASS_KEYS, keys.PARKED):
+            pipe.zrem(key, job_id)
+        pipe.hdel(keys.DISPATCHED, job_id)
+        return any(pipe.execute()[:-1])
 
     def inflight_count(self) -> int:
         return int(self.redis.zcard(keys.INFLIGHT))
 
-    def finished(self, job_id: str) -> None:
-        """A worker is done with a dispatched job (terminal or parked): free its slot."""
+    def park(self, job_id: str, not_before_ms: int) -> None:
+        """A dispatched job whose whole route is unavailable waits, out of the queue, until then."""
         pipe = self.redis.pipeline()
         pipe.zrem(keys.INFLIGHT, job_id)
+        pipe.zadd(keys.PARKED, {job_id: not_before_ms})
+        pipe.hdel(keys.RUNNING, job_id)
+        pipe.execute()
+        self.wake()
+
+    def promote_due(self, limit: int = 1000) -> int:
+        """Return parked jobs whose time has come to their original place; returns how many."""
+        return int(self._promote(keys=[*keys.CLASS_KEYS, keys.PARKED, keys.DISPATCHED],
+                                 args=[_CLASS_COUNT, now_ms(), limit]))
+
+    def next_parked_due_ms(self) -> int | None:
+        first = self.redis.zrange(keys.PARKED, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    def finished(self, job_id: str) -> None:
+        """A worker is done with a dispatched job: free its slot and wake the dispatcher."""
+        pipe = self.redis.pipeline()
+        pipe.zrem(keys.INFLIGHT, job_id)
+        pipe.hdel(keys.DISPATCHED, job_id)
+        pipe.hdel(keys.RUNNING, job_id)
         pipe.lpush(keys.DISPATCH_WAKE, "1")
         pipe.ltrim(keys.DISPATCH_WAKE, 0, 0)
         pipe.execute()
@@ -109,7 +152,7 @@ class WaitingIndex:
         if not ids:
             return set()
         pipe = self.redis.pipeline()
-        for key in (keys.WAITING, keys.INFLIGHT, keys.PARKED):
+        for key in (*keys.CLASS_KEYS, keys.INFLIGHT, keys.PARKED):
             pipe.zmscore(key, ids)
         found: set[str] = set()
         for scores in pipe.execute():

@@ -3,9 +3,16 @@
 Layout (all under the version prefix, so a layout change cannot misread old keys):
 
     imgq:v1:seq                   INCR counter giving each waiting job its arrival order
-    imgq:v1:waiting               ZSET job_id -> arrival order (the queue itself; FCFS)
+    imgq:v1:waiting:{lane}:{p}    ZSET job_id -> order score, one per lane and priority class;
+                                  the queue is these classes read in CLASS_KEYS order
+    imgq:v1:bulk:tenants          HASH tenant -> last bulk round given (tenants take turns)
+    imgq:v1:bulk:round            STRING round of the last bulk job dispatched
     imgq:v1:inflight              ZSET job_id -> dispatch time (ms) for jobs handed to Celery
+    imgq:v1:dispatched            HASH job_id -> "class:score", its place, kept while in flight
     imgq:v1:parked                ZSET job_id -> not_before (ms) for jobs waiting on a breaker
+    imgq:v1:running               HASH job_id -> JSON {model, route, attempt/job start} (for ETAs)
+    imgq:v1:latency:{model}       LIST recent attempt latencies "outcome:seconds" (newest first)
+    imgq:v1:snapshot              STRING JSON queue snapshot with the ETA curve, once a second
     imgq:v1:workers               HASH worker name -> {"concurrency", "expires_at_ms"} heartbeats
     imgq:v1:dispatch:wake         LIST a nudge for the dispatcher (submit, job finished)
     imgq:v1:dispatch:lease        STRING holder id of the active dispatcher, with expiry
@@ -16,9 +23,28 @@ from __future__ import annotations
 PREFIX = "imgq:v1"
 
 SEQ = f"{PREFIX}:seq"
-WAITING = f"{PREFIX}:waiting"
+BULK_TENANTS = f"{PREFIX}:bulk:tenants"
+BULK_ROUND = f"{PREFIX}:bulk:round"
 INFLIGHT = f"{PREFIX}:inflight"
+DISPATCHED = f"{PREFIX}:dispatched"
 PARKED = f"{PREFIX}:parked"
+RUNNING = f"{PREFIX}:running"
+SNAPSHOT = f"{PREFIX}:snapshot"
+
+LANES = ("interactive", "bulk")
+PRIORITIES = tuple(range(10, -11, -1))  # highest first
+
+
+def waiting(lane: str, priority: int) -> str:
+    return f"{PREFIX}:waiting:{lane}:{priority}"
+
+
+def latency(model: str) -> str:
+    return f"{PREFIX}:latency:{model}"
+
+
+# Dispatch order: every interactive class (by priority) before every bulk class.
+CLASS_KEYS = tuple(waiting(lane, p) for lane in LANES for p in PRIORITIES)
 WORKERS = f"{PREFIX}:workers"
 DISPATCH_WAKE = f"{PREFIX}:dispatch:wake"
 DISPATCH_LEASE = f"{PREFIX}:dispatch:lease"
