@@ -27,16 +27,31 @@ def put_profile(sim: str, profile: dict[str, Any]) -> httpx.Response:
 
 
 def test_outage_fails_every_call_inside_its_window_and_none_outside(simulator: str) -> None:
-    outage = {"model": MODEL, "start_s": 0.4, "end_s": 1.0, "kind": "overloaded", "rate": 1.0}
+    start_s, end_s = 0.6, 1.2
+    outage = {"model": MODEL, "start_s": start_s, "end_s": end_s, "kind": "overloaded"}
+    sent_at = time.monotonic()
     httpx.post(f"{simulator}/_sim/outage", json=outage, timeout=5).raise_for_status()
+    answered_at = time.monotonic()
 
-    before = [generate(simulator).status_code for _ in range(3)]
-    time.sleep(0.5)
-    inside = [generate(simulator).status_code for _ in range(5)]
-    time.sleep(0.6)
-    after = [generate(simulator).status_code for _ in range(3)]
+    # Each call lands on the outage clock somewhere in [earliest, latest]; only calls known to be
+    # wholly before, inside or after the window are judged, so a slow machine cannot flake this.
+    seen: dict[str, list[int]] = {"before": [], "inside": [], "after": []}
+    while time.monotonic() - sent_at < end_s + 0.5:
+        t0 = time.monotonic()
+        status = generate(simulator).status_code
+        earliest, latest = t0 - answered_at, time.monotonic() - sent_at
+        if latest < start_s:
+            seen["before"].append(status)
+        elif start_s < earliest and latest < end_s:
+            seen["inside"].append(status)
+        elif end_s < earliest:
+            seen["after"].append(status)
+        time.sleep(0.05)
 
-    assert (before, inside, after) == ([200] * 3, [503] * 5, [200] * 3)
+    assert all(seen.values()), f"too few calls judged: {seen}"
+    assert set(seen["before"]) == {200}
+    assert set(seen["inside"]) == {503}
+    assert set(seen["after"]) == {200}
 
 
 def test_outage_touches_only_its_model(simulator: str) -> None:
@@ -57,7 +72,7 @@ def test_error_mix_follows_the_profile_probabilities(simulator: str) -> None:
 
 
 def test_call_log_and_stats_record_calls_outcomes_and_peak_concurrency(simulator: str) -> None:
-    put_profile(simulator, {"models": {"default": {"latency": {"median_s": 0.3, "sigma": 0}}}})
+    put_profile(simulator, {"models": {"default": {"latency": {"median_s": 0.5, "sigma": 0}}}})
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(timeout=10) as client:
