@@ -54,6 +54,8 @@ def client() -> Iterator[httpx.Client]:
 
 def simulated(catalogue: Catalogue, model_id: str, **changes: object) -> ModelSpec:
     model = replace(catalogue.model(model_id), **changes)  # type: ignore[arg-type]
+    if model.wire_format == "bfl":  # poll briskly: the simulator's tasks finish in milliseconds
+        model = replace(model, options={**model.options, "poll_interval_s": 0.05})
     assert model.simulated and model.base_url.startswith("http://127.0.0.1:")
     return model
 
