@@ -8,7 +8,7 @@ from pathlib import Path
 import uvicorn
 
 from providers.simulator.app import create_app
-from providers.simulator.profile import BUILTIN_PROFILES, load_profile
+from providers.simulator.profile import BUILTIN_PROFILES, ProfileError, load_profile
 
 # `hang` calls sleep for minutes; shutting down must not wait for them.
 GRACEFUL_SHUTDOWN_S = 1
@@ -51,4 +51,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="multiply every latency (e.g. 0.05 for a fast demo)")
     parser.add_argument("--seed", type=int, default=None, help="seed for outcomes and latencies")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.profile, args.latency_scale, args.seed)
+    try:
+        serve(args.host, args.port, args.profile, args.latency_scale, args.seed)
+    except ProfileError as exc:
+        parser.error(str(exc))
