@@ -34,6 +34,7 @@ class JobCreate(BaseModel):
     route: str | None = Field(default=None, description="A named route; `default` when omitted.")
     priority: int = Field(default=0, ge=-10, le=10, description="Higher runs earlier in its lane.")
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=32)
+    webhook_url: str | None = Field(default=None, description="POSTed (signed) when the job ends.")
 
     @field_validator("prompt")
     @classmethod

@@ -119,6 +119,9 @@ def scheduler() -> None:
         buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s)
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
     signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    from scheduler.rollup import start_background
+
+    start_background(settings)  # webhook deliveries and the open-batch sweep, in a daemon thread
     dispatcher.run()
 
 

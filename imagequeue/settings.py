@@ -35,3 +35,19 @@ class Settings(BaseSettings):
     max_prompt_chars: int = Field(default=4000, ge=1)
     max_images_per_job: int = Field(default=4, ge=1)
     admin_token: str | None = None
+
+    max_batch_lines: int = Field(default=50_000, ge=1, description="Lines in one batch upload.")
+    max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Bytes of one upload.")
+    batch_job_deadline_s: float = Field(default=86_400.0, gt=0,
+                                        description="How long a bulk job may wait and run.")
+
+    webhook_allow_loopback: bool = Field(
+        default=False, description="Allow webhooks to 127.0.0.0/8 and ::1 (tests, local demos).")
+    webhook_allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs a webhook may reach although private (e.g. [\"10.20.0.0/16\"]).")
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
+        description="Delay before each retry of a failed delivery; its length is the retry count.")
+    webhook_poll_interval_s: float = Field(default=0.5, gt=0)

@@ -11,11 +11,13 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from providers.base import GenerationRequest
 from providers.catalogue import Catalogue
 from scheduler.errors import Conflict, InvalidJob, NotFound
+from scheduler.idempotency import find_previous
 from scheduler.index import IndexEntry, WaitingIndex
 from storage.models import Job, JobStatus, utcnow
 
@@ -105,12 +107,29 @@ class JobQueue:
             images=[],
         )
 
-    def submit(self, tenant_id: str, request: JobRequest) -> Job:
+    def submit(self, tenant_id: str, request: JobRequest, *, idempotency_key: str | None = None,
+               request_hash: str | None = None) -> Job:
+        """Queue a job; with an idempotency key, a retried submit returns the original job."""
+        if idempotency_key is not None:
+            previous = self._previous(tenant_id, idempotency_key, request_hash)
+            if previous is not None:
+                return previous
         job = self.build_job(tenant_id, request)
-        with self.sessions.begin() as session:
-            session.add(job)
+        job.idempotency_key, job.request_hash = idempotency_key, request_hash
+        try:
+            with self.sessions.begin() as session:
+                session.add(job)
+        except IntegrityError:
+            raced = idempotency_key and self._previous(tenant_id, idempotency_key, request_hash)
+            if not raced:
+                raise
+            return raced
         self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
         return job
+
+    def _previous(self, tenant_id: str, key: str, request_hash: str | None) -> Job | None:
+        with self.sessions() as session:
+            return find_previous(session, Job, tenant_id, key, request_hash or "")
 
     def get(self, tenant_id: str, job_id: str) -> JobView:
         with self.sessions() as session:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 
@@ -17,6 +18,11 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+def new_webhook_secret() -> str:
+    """A Standard Webhooks secret: ``whsec_`` then 32 random bytes in standard base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
     """Create a tenant; returns it with its API key, which is shown once and not stored."""
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -24,7 +30,7 @@ def create_tenant(session: Session, name: str) -> tuple[Tenant, str]:
         name=name,
         api_key_hash=hash_api_key(api_key),
         api_key_prefix=api_key[:12],
-        webhook_secret="whsec_" + secrets.token_urlsafe(32),
+        webhook_secret=new_webhook_secret(),
     )
     session.add(tenant)
     session.flush()

@@ -187,6 +187,7 @@ def _drop_everything(url: str) -> None:
 
     engine = sqlalchemy.create_engine(url)
     with engine.begin() as conn:
-        for table in ("attempts", "jobs", "batches", "tenants", "alembic_version"):
+        for table in ("webhook_attempts", "webhook_deliveries", "attempts", "jobs", "batches",
+                      "tenants", "alembic_version"):
             conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
     engine.dispose()

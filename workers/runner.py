@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from providers import call as call_provider
 from providers.base import GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
+from scheduler.rollup import job_finished
 from storage.blobs import image_key
 from storage.models import TERMINAL_STATUSES, Attempt, Job, JobStatus, utcnow
 from workers.context import WorkerContext
@@ -35,7 +36,9 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
             return call_provider(ctx.http, model, req)
 
         outcome = walk(models, request, call)
-        return _finish(ctx, job, outcome)
+        status = _finish(ctx, job, outcome)
+        job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)  # webhooks, batch done
+        return status
     finally:
         ctx.index.finished(job_id)
 

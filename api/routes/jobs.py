@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, Response
 
 from api.deps import ServicesDep, TenantDep
 from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobCreate, JobOut, parse_size
 from scheduler.errors import InvalidJob, NotFound
+from scheduler.idempotency import check_key, hash_json
 from scheduler.queue import JobRequest, JobView
+from scheduler.webhooks import WebhookPolicy, vet_url
 from storage.blobs import BlobNotFound
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -42,8 +44,12 @@ def job_out(view: JobView, base_url: str) -> JobOut:
 
 @router.post("", status_code=202, response_model=JobOut,
              responses={**ERRORS, 422: {"model": ApiErrorResponse, "description": "Invalid job"}})
-def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep) -> JobOut:
-    """Queue one image job. Returns at once with the job and its place in the queue."""
+def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep,
+               idempotency_key: Annotated[str | None, Header()] = None) -> JobOut:
+    """Queue one image job. Returns at once with the job and its place in the queue.
+
+    A retry with the same `Idempotency-Key` and body returns the same job; another body is a 409.
+    """
     limits = svc.settings
     if len(body.prompt) > limits.max_prompt_chars:
         raise InvalidJob("prompt", f"prompt is {len(body.prompt)} characters; "
@@ -51,9 +57,14 @@ def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep) -> JobOut:
     if body.n > limits.max_images_per_job:
         raise InvalidJob("n", f"n must be between 1 and {limits.max_images_per_job}")
     width, height = parse_size(body.size)
+    if body.webhook_url is not None:
+        vet_url(body.webhook_url, WebhookPolicy.from_settings(svc.settings))
     job = svc.queue.submit(tenant.id, JobRequest(
         prompt=body.prompt, width=width, height=height, n=body.n, quality=body.quality,
-        model=body.model, route=body.route, priority=body.priority, metadata=body.metadata))
+        model=body.model, route=body.route, priority=body.priority, metadata=body.metadata,
+        webhook_url=body.webhook_url),
+        idempotency_key=idempotency_key and check_key(idempotency_key),
+        request_hash=hash_json(body.model_dump(mode="json")))
     return job_out(svc.queue.get(tenant.id, job.id), svc.settings.public_base_url)
 
 
