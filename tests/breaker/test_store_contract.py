@@ -153,3 +153,12 @@ def test_events_are_newest_first_filtered_by_model_and_bounded(store: BreakerSto
         "forced_open: reason 4", "forced_open: reason 2"]
     assert len(store.events()) == 5
     assert store.events(count=1)[0].model == "model-0"
+
+
+def test_exactly_the_threshold_rate_trips(store: BreakerStore) -> None:
+    for _ in range(7):
+        store.record(MODEL, Outcome.SUCCESS, 1.0, probe=False)
+    fail(store, 2)
+    assert store.snapshot(MODEL).state is BreakerState.CLOSED  # 2/9 = 22 %
+    fail(store, 1)
+    assert store.snapshot(MODEL).state is BreakerState.OPEN  # 3/10 = 30 %
