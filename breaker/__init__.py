@@ -4,6 +4,7 @@ Workers call ``allow`` before a vendor call and ``record`` after it; everything 
 ``snapshot`` and ``events``. Depends on redis-py and prometheus_client only.
 """
 
+from breaker.connection import breaker_redis
 from breaker.health import ModelHealth
 from breaker.limits import VendorLimits
 from breaker.memory import InMemoryBreakerStore
@@ -35,4 +36,5 @@ __all__ = [
     "RedisBreakerStore",
     "Transition",
     "VendorLimits",
+    "breaker_redis",
 ]
