@@ -23,5 +23,5 @@ if action == 'renew' and not held then return 0 end
 redis.call('ZADD', KEYS[1], now + ttl_ms, holder)
 -- the set lives as long as its longest holder
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(last[2])) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.floor(tonumber(last[2])) - now + 1000)
 return 1
