@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
 from imagequeue.settings import Settings
+from providers.catalogue import load_catalogue
 
 app = typer.Typer(
     help="imagequeue: a job queue for text-to-image generation that fails over between vendors.",
@@ -102,12 +103,14 @@ def worker(
 
 @app.command()
 def scheduler() -> None:
-    """Run the dispatcher (one active at a time; extra instances stand by)."""
+    """Run the dispatcher and the snapshot publisher (one active at a time; others stand by)."""
     import logging
+    import threading
 
     import redis
 
     from scheduler.dispatcher import Dispatcher, make_sender
+    from scheduler.publisher import SnapshotPublisher
     from storage.db import make_engine, make_sessionmaker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -117,8 +120,18 @@ def scheduler() -> None:
         make_sessionmaker(make_engine(settings.database_url)),
         make_sender(settings.redis_url),
         buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s)
-    signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop())
-    signal.signal(signal.SIGINT, lambda *_: dispatcher.stop())
+    publisher = SnapshotPublisher(
+        redis.Redis.from_url(settings.redis_url),
+        make_sessionmaker(make_engine(settings.database_url)),
+        load_catalogue(settings.catalogue_path), leader=lambda: dispatcher.leader)
+    threading.Thread(target=publisher.run, name="imgq-snapshots", daemon=True).start()
+
+    def _stop(*_: Any) -> None:
+        publisher.stop()
+        dispatcher.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     from scheduler.rollup import start_background
 
     start_background(settings)  # webhook deliveries and the open-batch sweep, in a daemon thread

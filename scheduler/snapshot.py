@@ -1,0 +1,52 @@
+"""The queue snapshot as readers see it: depths, workers, running jobs, model estimates and the
+ETA curve (expected start and finish by queue position). ``scheduler.publisher`` writes one a second;
+the API answers every poll from the last one in O(1) — nothing on the read path simulates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from scheduler import keys
+from scheduler.eta import EtaCurve, LatencyModel
+
+SNAPSHOT_CHANNEL = f"{keys.PREFIX}:snapshots"
+
+@dataclass(frozen=True)
+class Snapshot:
+    as_of_s: float
+    curve: EtaCurve
+    depth: dict[str, int]
+    data: dict[str, Any]
+
+    @property
+    def age_s(self) -> float:
+        return max(0.0, time.time() - self.as_of_s)
+
+    def eta(self, position: int) -> tuple[float | None, float | None]:
+        """(start, finish) in seconds from now for a waiting job; None when no worker is alive."""
+        if not self.curve.available:
+            return None, None
+        start, finish = self.curve.at(position)
+        age = self.age_s
+        return round(max(0.0, start - age), 1), round(max(0.0, finish - age), 1)
+
+    def model_remaining_s(self, model: str, elapsed_s: float) -> float | None:
+        estimate = self.data["models"].get(model)
+        if estimate is None:
+            return None
+        latency = LatencyModel(estimate["mu"], estimate["sigma"])
+        return round(latency.remaining_mean_s(elapsed_s), 1)
+
+
+def read_snapshot(client: redis.Redis) -> Snapshot | None:
+    raw = client.get(keys.SNAPSHOT)
+    if raw is None:
+        return None
+    data = json.loads(raw)  # type: ignore[arg-type]
+    return Snapshot(data["as_of_s"], EtaCurve.from_dict(data["curve"]), data["depth"], data)
