@@ -104,7 +104,7 @@ def test_callers_that_wait_as_told_are_spaced_on_the_redis_clock(
     redis_client: redis.Redis,
 ) -> None:
     limits = VendorLimits(redis_client)
-    started_s = []
+    started_s: list[float] = []
     while len(started_s) < 5:
         wait_s = limits.try_acquire_rate(MODEL, rpm=1200)  # one call per 50 ms
         if wait_s == 0.0:

@@ -31,6 +31,10 @@ from tests.conftest import REPO_ROOT, free_port
 MODEL = "seedream-4-5"
 
 
+def text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def trip(store: BreakerStore) -> None:
     for _ in range(5):
         store.record(MODEL, Outcome.FAILURE, 0.1, probe=False)
@@ -93,7 +97,7 @@ def test_every_key_is_namespaced_and_idle_keys_expire(redis_client: redis.Redis)
     store = RedisBreakerStore(redis_client, lambda _m: SMALL_POLICY)
     store.record(MODEL, Outcome.SUCCESS, 0.1, probe=False)
     store.record("recraft-v4", Outcome.MISCONFIGURED, 0.1, probe=False, reason="401")
-    names = sorted(k.decode() for k in redis_client.keys("*"))
+    names = sorted(text(k) for k in redis_client.keys("*"))
     assert names == [
         "imgq:v1:breaker:events",
         "imgq:v1:breaker:state:recraft-v4",
@@ -117,12 +121,12 @@ def test_a_custom_prefix_keeps_two_deployments_apart(redis_client: redis.Redis) 
 def test_transitions_are_appended_to_the_shared_stream(redis_client: redis.Redis) -> None:
     store = RedisBreakerStore(redis_client, lambda _m: SMALL_POLICY)
     trip(store)
-    (entry_id, fields), = redis_client.xrange("imgq:v1:breaker:events")
-    assert {k.decode(): v.decode() for k, v in fields.items()} | {"at_ms": "-"} == {
+    (entry_id, fields), = redis_client.xrange("imgq:v1:breaker:events") or []
+    assert {text(k): text(v) for k, v in (fields or {}).items()} | {"at_ms": "-"} == {
         "model": MODEL, "from": "closed", "to": "open", "reason": "failure_rate",
         "calls": "5", "failures": "5", "slow": "0", "at_ms": "-",
     }
-    assert abs(int(entry_id.split(b"-")[0]) - store.events()[0].at_ms) < 50
+    assert abs(int(text(entry_id).split("-")[0]) - store.events()[0].at_ms) < 50
 
 
 def allow_errors_counted() -> float:
