@@ -15,7 +15,7 @@ import redis
 from breaker import keys
 from breaker.failopen import FailOpenGuard
 from breaker.policy import to_ms
-from breaker.redis_store import STORE_ERRORS, lua_source
+from breaker.redis_store import REDIS_FAILURES, lua_source
 
 
 class VendorLimits:
@@ -54,7 +54,7 @@ class VendorLimits:
         try:
             wait_ms = self._rate(keys=[keys.rate_tat(model, self._prefix)],
                                  args=[interval_ms, burst, self._now_arg()])
-        except STORE_ERRORS as error:
+        except REDIS_FAILURES as error:
             self.guard.failed("rate", error)
             return 0.0
         return int(wait_ms) / 1000
@@ -67,7 +67,7 @@ class VendorLimits:
                 keys=[keys.concurrency_holders(model, self._prefix)],
                 args=[action, holder_id, limit, to_ms(ttl_s), self._now_arg()],
             )
-        except STORE_ERRORS as error:
+        except REDIS_FAILURES as error:
             self.guard.failed(f"semaphore_{action}", error)
             return fail_open
         return bool(result)

@@ -21,7 +21,7 @@ from breaker.policy import BreakerPolicy, to_ms
 from breaker.state import BreakerState, Bucket, Decision, MachineState, Outcome, Reason
 from breaker.store import Event
 
-STORE_ERRORS = (redis.RedisError, OSError)
+REDIS_FAILURES = (redis.RedisError, OSError)
 
 
 def lua_source(name: str) -> str:
@@ -67,7 +67,7 @@ class RedisBreakerStore:
             allowed, probe, reason, retry_at_ms = self._allow(
                 keys=self._keys(model), args=self._args(model)
             )
-        except STORE_ERRORS as error:
+        except REDIS_FAILURES as error:
             self.guard.failed("allow", error)
             return Decision(allowed=True, reason=Reason.STORE_UNAVAILABLE.value)
         return Decision(
@@ -97,7 +97,7 @@ class RedisBreakerStore:
         ]
         try:
             mode = self._record(keys=self._keys(model), args=self._args(model, extra))
-        except STORE_ERRORS as error:
+        except REDIS_FAILURES as error:
             self.guard.failed("record", error)
             return BreakerState.CLOSED
         return BreakerState(_text(mode))

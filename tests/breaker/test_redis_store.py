@@ -161,3 +161,13 @@ def test_the_package_imports_none_of_the_application() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=REPO_ROOT, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_an_expired_window_leaves_no_stale_totals_behind(redis_client: redis.Redis) -> None:
+    store = RedisBreakerStore(redis_client, lambda _m: SMALL_POLICY)
+    for _ in range(4):
+        store.record(MODEL, Outcome.FAILURE, 0.1, probe=False)
+    redis_client.delete(f"imgq:v1:breaker:window:{MODEL}")  # as its expiry would, when idle
+    store.record(MODEL, Outcome.FAILURE, 0.1, probe=False)
+    assert store.allow(MODEL).allowed
+    assert int(redis_client.hget(f"imgq:v1:breaker:state:{MODEL}", "calls") or 0) == 1
