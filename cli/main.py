@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.batches import is_batch_file, submit_file
+from cli.batches import register as register_batch_commands
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
@@ -201,7 +203,7 @@ def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name
 
 @app.command()
 def submit(
-    prompt: Annotated[str, typer.Argument(help="The prompt.")],
+    prompt: Annotated[str, typer.Argument(help="The prompt, or a .jsonl/.txt/.csv file.")],
     size: Annotated[str, typer.Option(help="WIDTHxHEIGHT.")] = "1024x1024",
     n: Annotated[int, typer.Option(help="Images to generate.")] = 1,
     model: Annotated[str | None, typer.Option(help="Pin a model (no fallback).")] = None,
@@ -210,8 +212,15 @@ def submit(
     api_url: ApiUrl = DEFAULT_API_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Queue one prompt; with --wait, follow it to the end and print the result."""
+    """Queue one prompt, or a batch file (.jsonl, .txt one prompt per line, .csv with a prompt
+    column); with --wait, follow it to the end."""
     client = _client(api_url, api_key)
+    if is_batch_file(prompt):
+        try:
+            raise typer.Exit(submit_file(client, prompt, wait=wait, model=model, route=route))
+        except ApiClientError as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(1) from None
     body: dict[str, Any] = {"prompt": prompt, "size": size, "n": n}
     if model:
         body["model"] = model
@@ -269,6 +278,9 @@ def _print_job(job: dict[str, Any]) -> None:
         console.print(table)
     for image in job["images"]:
         console.print(f"  image {image['index']}: {image['url']} ({image['width']}x{image['height']})")
+
+
+register_batch_commands(app)  # watch, results, batches
 
 
 def main() -> None:

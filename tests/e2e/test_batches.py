@@ -346,3 +346,32 @@ def test_batches_are_listed_newest_first_with_pagination(client: httpx.Client) -
     assert first["has_more"] is True
     second = client.get("/v1/batches", params={"limit": 2, "after": first["last_id"]}).json()
     assert second["data"][0]["id"] == ids[0]
+
+
+def test_cli_submits_a_text_and_a_csv_file_waits_and_downloads_images(
+        stack: RunningStack, api_key: str, tmp_path: Any) -> None:
+    import re
+    import subprocess
+    import sys
+
+    (tmp_path / "prompts.txt").write_text("a red fox\n\na blue whale\n")
+    (tmp_path / "prompts.csv").write_text("custom_id,prompt,size\nowl,an owl,256x256\n")
+    env = {**stack.env, "IMGQ_API_URL": stack.api_url, "IMGQ_API_KEY": api_key,
+           "COLUMNS": "200"}
+
+    def imgq(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    for name, expected in (("prompts.txt", {"line-1.png", "line-3.png"}),
+                           ("prompts.csv", {"owl.png"})):
+        out = imgq("submit", name, "--wait")
+        batch_id = re.search(r"batch_[0-9a-f]+", out).group(0)  # type: ignore[union-attr]
+        assert "completed" in out
+        imgq("results", batch_id, "-o", str(tmp_path / f"out-{name}"))
+        written = {p.name for p in (tmp_path / f"out-{name}").iterdir()}
+        assert written == expected | {"results.jsonl"}
+    assert "prompts" not in imgq("batches")  # the listing shows ids, not file names
+    assert batch_id in imgq("batches")
