@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import batches, jobs
+from api.routes import batches, events, jobs
 from api.services import Services
 from imagequeue.settings import Settings
 
@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     app.include_router(jobs.router)
+    app.include_router(events.router)
+    app.state.streams = events.StreamCounter()
     batches.install(app)
 
     @app.get("/healthz", tags=["ops"])

@@ -93,6 +93,13 @@ class JobOut(BaseModel):
     served_by: str | None
     degraded: bool
     queue_position: int | None = Field(description="0 = next to start; null once started.")
+    eta_start_seconds: float | None = Field(
+        default=None, description="Expected seconds until the job starts (0 once running).")
+    eta_finish_seconds: float | None = Field(
+        default=None, description="Expected seconds until the job's image is ready.")
+    current_model: str | None = Field(default=None, description="The model being tried now.")
+    expected_remaining_seconds: float | None = Field(
+        default=None, description="While running: expected seconds left on the current model.")
     priority: int
     lane: str
     created_at: datetime

@@ -69,6 +69,7 @@ class Dispatcher:
         self._release = client.register_script(_RELEASE_LEASE)
         self.stopping = threading.Event()
         self.dispatched = 0
+        self.leader = False
 
     def hold_lease(self) -> bool:
         return bool(self._renew(keys=[keys.DISPATCH_LEASE], args=[self.holder, self.lease_ms]))
@@ -98,6 +99,7 @@ class Dispatcher:
         last_reconcile = 0.0
         leader = False
         while not self.stopping.is_set():
+            self.leader = leader
             try:
                 if not self.hold_lease():
                     if leader:

@@ -95,7 +95,8 @@ class WaitingIndex:
         for key in keys.CLASS_KEYS:
             if len(found) >= count:
                 break
-            found += [_text(i) for i in self.redis.zrange(key, 0, count - len(found) - 1)]
+            ids = self.redis.zrange(key, 0, count - len(found) - 1)
+            found += [_text(i) for i in ids]  # type: ignore[arg-type]
         return found
 
     def remove(self, job_id: str) -> bool:

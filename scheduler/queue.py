@@ -6,6 +6,7 @@ the two is healed by ``reconcile`` (the database is the source of truth).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,9 +17,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from providers.base import GenerationRequest
 from providers.catalogue import Catalogue
+from scheduler import telemetry
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.idempotency import find_previous
 from scheduler.index import IndexEntry, WaitingIndex
+from scheduler.snapshot import read_snapshot
 from storage.models import Job, JobStatus, utcnow
 
 PINNED_ROUTE = "pinned"
@@ -45,6 +48,10 @@ class JobView:
 
     job: Job
     queue_position: int | None
+    eta_start_s: float | None = None
+    eta_finish_s: float | None = None
+    current_model: str | None = None
+    expected_remaining_s: float | None = None
 
 
 class JobQueue:
@@ -139,8 +146,26 @@ class JobQueue:
             if job is None:
                 raise NotFound("job", job_id)
             _ = job.attempts  # load while the session is open
-        position = self.index.position(job_id) if job.status == JobStatus.QUEUED else None
-        return JobView(job, position)
+        return self.progress(job)
+
+    def progress(self, job: Job) -> JobView:
+        """Where a job stands: its position and ETA while it waits, its model while it runs."""
+        if job.status == JobStatus.QUEUED:
+            position = self.index.position(job.id)
+            snap = read_snapshot(self.index.redis)
+            if position is None or snap is None:
+                return JobView(job, position)
+            start, finish = snap.eta(position)
+            return JobView(job, position, start, finish)
+        if job.status == JobStatus.RUNNING:
+            running = telemetry.running_job(self.index.redis, job.id)
+            snap = read_snapshot(self.index.redis)
+            if running is None:
+                return JobView(job, None)
+            remaining = (snap.model_remaining_s(running.model, time.time() - running.attempt_started_s)
+                         if snap else None)
+            return JobView(job, None, 0.0, remaining, running.model, remaining)
+        return JobView(job, None)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         """Cancel a job that has not started; a running or finished job cannot be canceled."""

@@ -48,5 +48,5 @@ def read_snapshot(client: redis.Redis) -> Snapshot | None:
     raw = client.get(keys.SNAPSHOT)
     if raw is None:
         return None
-    data = json.loads(raw)  # type: ignore[arg-type]
+    data = json.loads(raw)
     return Snapshot(data["as_of_s"], EtaCurve.from_dict(data["curve"]), data["depth"], data)

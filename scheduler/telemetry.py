@@ -65,7 +65,7 @@ def running_job(client: redis.Redis, job_id: str) -> RunningInfo | None:
     raw = client.hget(keys.RUNNING, job_id)
     if raw is None:
         return None
-    info = json.loads(raw)  # type: ignore[arg-type]
+    info = json.loads(raw)
     return RunningInfo(job_id, tuple(info["route"]), int(info["model_index"]),
                        float(info["job_started_s"]), float(info["attempt_started_s"]))
 

@@ -63,11 +63,14 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     ctx = context()
     name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
     period_s = ctx.settings.worker_heartbeat_s
+    # The pool's real size (``-c`` on the command line wins over the setting).
+    slots = int(getattr(getattr(sender, "controller", None), "concurrency", None)
+                or ctx.settings.worker_concurrency)
 
     def beat() -> None:
         while not _State.heartbeat_stop.is_set():
             try:
-                capacity.heartbeat(ctx.redis, name, ctx.settings.worker_concurrency, period_s * 3)
+                capacity.heartbeat(ctx.redis, name, slots, period_s * 3)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
                 log.warning("heartbeat failed: %s", exc)
             _State.heartbeat_stop.wait(period_s)

@@ -41,6 +41,17 @@ class RouteOutcome:
 Caller = Callable[[ModelSpec, GenerationRequest], GenerationResult]
 
 
+class AttemptHooks:
+    """Called around every attempt; ``before`` may veto a model (returns the reason to skip)."""
+
+    def before(self, index: int, model: ModelSpec) -> str | None:
+        return None
+
+    def after(self, model: ModelSpec, outcome: str, latency_s: float,
+              error: ProviderError | None) -> None:
+        return None
+
+
 def candidates(catalogue: Catalogue, route: str, requested_model: str | None) -> list[ModelSpec]:
     if route not in catalogue.routes:  # a pinned model, or a route since removed
         return [catalogue.models[requested_model]] if requested_model in catalogue.models else []
@@ -49,10 +60,12 @@ def candidates(catalogue: Catalogue, route: str, requested_model: str | None) ->
     return models if chain.allow_fallback else models[:1]
 
 
-def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller) -> RouteOutcome:
+def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller,
+         hooks: AttemptHooks | None = None) -> RouteOutcome:
+    hooks = hooks or AttemptHooks()
     outcome = RouteOutcome()
-    for model in models:
-        reason = model.can_serve(request)
+    for index, model in enumerate(models):
+        reason = model.can_serve(request) or hooks.before(index, model)
         if reason is not None:
             outcome.attempts.append(
                 AttemptRecord(model.id, time.time(), None, SKIPPED, message=reason))
@@ -62,15 +75,19 @@ def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller) -> R
         try:
             result = call(model, request)
         except ProviderError as exc:
+            latency_s = time.perf_counter() - clock
+            hooks.after(model, exc.error_class.value, latency_s, exc)
             outcome.attempts.append(AttemptRecord(
-                model.id, started, int((time.perf_counter() - clock) * 1000),
+                model.id, started, int(latency_s * 1000),
                 exc.error_class.value, exc.vendor_status, exc.request_id, 0.0, exc.message))
             outcome.error = exc
             if exc.error_class.is_job_level:
                 return outcome
             continue
+        latency_s = time.perf_counter() - clock
+        hooks.after(model, SUCCESS, latency_s, None)
         outcome.attempts.append(AttemptRecord(
-            model.id, started, int((time.perf_counter() - clock) * 1000), SUCCESS, 200,
+            model.id, started, int(latency_s * 1000), SUCCESS, 200,
             result.request_id, result.cost_usd))
         outcome.result, outcome.served_by, outcome.error = result, model.id, None
         return outcome

@@ -6,18 +6,22 @@ Redelivery is normal with ``acks_late``: a job already terminal is acknowledged 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
+import redis
 from sqlalchemy import select, update
 
 from providers import call as call_provider
 from providers.base import GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
+from providers.errors import ProviderError
+from scheduler import telemetry
 from scheduler.rollup import job_finished
 from storage.blobs import image_key
 from storage.models import TERMINAL_STATUSES, Attempt, Job, JobStatus, utcnow
 from workers.context import WorkerContext
-from workers.router import RouteOutcome, candidates, walk
+from workers.router import AttemptHooks, RouteOutcome, candidates, walk
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +39,38 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
         def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
             return call_provider(ctx.http, model, req)
 
-        outcome = walk(models, request, call)
+        hooks = TelemetryHooks(ctx, job_id, tuple(m.id for m in models))
+        outcome = walk(models, request, call, hooks)
         status = _finish(ctx, job, outcome)
         job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)  # webhooks, batch done
         return status
     finally:
         ctx.index.finished(job_id)
+
+
+class TelemetryHooks(AttemptHooks):
+    """Tells the scheduler which model a running job is trying and how long attempts take."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, route: tuple[str, ...]) -> None:
+        self.ctx, self.job_id, self.route = ctx, job_id, route
+        self.job_started_s = time.time()
+
+    def before(self, index: int, model: ModelSpec) -> str | None:
+        try:
+            telemetry.mark_attempt(self.ctx.redis, self.job_id, self.route, index,
+                                   self.job_started_s)
+        except redis.RedisError as exc:  # ETAs get worse; the job goes on
+            log.warning("cannot record running job %s: %s", self.job_id, exc)
+        return None
+
+    def after(self, model: ModelSpec, outcome: str, latency_s: float,
+              error: ProviderError | None) -> None:
+        if error is not None and error.error_class.is_job_level:
+            return  # says nothing about the model's speed
+        try:
+            telemetry.record_latency(self.ctx.redis, model.id, error is None, latency_s)
+        except redis.RedisError as exc:
+            log.warning("cannot record latency of %s: %s", model.id, exc)
 
 
 def _start(ctx: WorkerContext, job_id: str) -> Job | None:

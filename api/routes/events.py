@@ -1,0 +1,98 @@
+"""Live progress over Server-Sent Events, and the public queue status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import ServicesDep, TenantDep
+from api.routes.jobs import ERRORS
+from api.services import Services
+from scheduler import capacity
+from scheduler.queue import JobView
+from scheduler.snapshot import read_snapshot
+from storage.models import JobStatus
+
+router = APIRouter(tags=["events"])
+POLL_S = 0.5
+
+
+def progress_event(view: JobView) -> dict[str, Any]:
+    job = view.job
+    return {"id": job.id, "status": job.status, "queue_position": view.queue_position,
+            "eta_start_seconds": view.eta_start_s, "eta_finish_seconds": view.eta_finish_s,
+            "current_model": view.current_model, "served_by": job.served_by,
+            "degraded": job.degraded,
+            "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None}
+
+
+class StreamCounter:
+    """Open event streams in this API process (a disconnected client must not leak one)."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
+@router.get("/v1/jobs/{job_id}/events", responses=ERRORS,
+            response_description="text/event-stream of `job` events; closes when the job ends")
+async def job_events(job_id: str, request: Request, tenant: TenantDep,
+                     svc: ServicesDep) -> EventSourceResponse:
+    """Status, queue position and ETA of a job, pushed as they change, until the job ends."""
+    await run_in_threadpool(svc.queue.get, tenant.id, job_id)  # 404 before the stream starts
+    counter: StreamCounter = request.app.state.streams
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        counter.open += 1
+        try:
+            last: dict[str, Any] | None = None
+            while True:
+                view = await run_in_threadpool(svc.queue.get, tenant.id, job_id)
+                event = progress_event(view)
+                if event != last:
+                    yield {"event": "job", "data": json.dumps(event)}
+                    last = event
+                if JobStatus(view.job.status).is_terminal:
+                    return
+                await asyncio.sleep(POLL_S)
+        finally:
+            counter.open -= 1
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
+    snap = read_snapshot(svc.redis)
+    workers = capacity.live_workers(svc.redis)
+    depth = {lane: svc.queue.index.depth(lane) for lane in ("interactive", "bulk")}
+    lanes: dict[str, Any] = {}
+    ahead = 0
+    for lane in ("interactive", "bulk"):
+        ahead += depth[lane]
+        start, finish = snap.eta(ahead) if snap else (None, None)
+        lanes[lane] = {"depth": depth[lane], "new_job_eta_start_seconds": start,
+                       "new_job_eta_finish_seconds": finish}
+    models = {}
+    for model_id, spec in svc.catalogue.models.items():
+        figures = snap.data["models"].get(model_id, {}) if snap else {}
+        models[model_id] = {"vendor": spec.vendor, "configured": spec.configured,
+                            "simulated": spec.simulated, "missing_key_hint": spec.missing_key_hint,
+                            "median_latency_s": figures.get("median_s"),
+                            "failure_rate": figures.get("failure_rate")}
+    return {"lanes": lanes,
+            "workers": {"alive": len(workers), "slots": sum(workers.values())},
+            "running": len(snap.data["running"]) if snap else 0,
+            "models": models,
+            "snapshot_age_seconds": round(snap.age_s, 2) if snap else None,
+            "open_event_streams": open_streams}
+
+
+@router.get("/v1/status", tags=["status"])
+async def status(request: Request, svc: ServicesDep) -> dict[str, Any]:
+    """Queue depth per lane and the ETA a new job would get, workers, and each model's figures."""
+    return await run_in_threadpool(queue_status, svc, request.app.state.streams.open)

@@ -1,0 +1,242 @@
+"""Queue position and ETA as waiting users see them, against the real stack.
+
+The simulator answers every model after a fixed 0.3 s; the worker has a known concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from imagequeue.settings import Settings
+from providers.catalogue import load_catalogue
+from scheduler.index import WaitingIndex
+from scheduler.queue import JobQueue, JobRequest
+from storage.db import make_engine, make_sessionmaker, migrate
+from storage.models import Job
+from storage.tenants import tenant_for_api_key
+from tests.stack import RunningStack, start_stack
+
+LATENCY_S = 0.3
+TERMINAL = ("succeeded", "failed", "canceled")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
+          simulator_url: str) -> Iterator[RunningStack]:
+    """One worker with one slot, SQLite, snapshots every second."""
+    root = tmp_path_factory.mktemp("positions")
+    database_url = f"sqlite:///{root / 'imgq.db'}"
+    migrate(database_url)
+    redis.Redis.from_url(redis_url).flushdb()
+    running = start_stack(root, database_url=database_url, redis_url=redis_url,
+                          simulator_url=simulator_url, image_dir=root / "images", concurrency=1,
+                          extra_env={"IMGQ_DISPATCH_BUFFER": "0"})
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture()
+def fixed_latency(simulator: str) -> str:
+    profile = {"models": {"default": {"latency": {"median_s": LATENCY_S, "sigma": 0.0}}}}
+    httpx.put(f"{simulator}/_sim/profile", json=profile, timeout=5).raise_for_status()
+    return simulator
+
+
+@pytest.fixture(scope="module")
+def api_key(stack: RunningStack) -> str:
+    return stack.new_tenant("waiting")
+
+
+def submit(client: httpx.Client, n: int, prefix: str) -> list[str]:
+    ids = []
+    for k in range(n):
+        response = client.post("/v1/jobs", json={"prompt": f"{prefix} {k}", "model": "gpt-image-1.5"})
+        assert response.status_code == 202, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def wait_all(client: httpx.Client, ids: list[str], timeout_s: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    done: dict[str, Any] = {}
+    while len(done) < len(ids):
+        assert time.monotonic() < deadline, f"unfinished: {set(ids) - set(done)}"
+        for job_id in ids:
+            if job_id not in done:
+                job = client.get(f"/v1/jobs/{job_id}").json()
+                if job["status"] in TERMINAL:
+                    done[job_id] = job
+        time.sleep(0.1)
+    return done
+
+
+def local_queue(stack: RunningStack) -> JobQueue:
+    settings = Settings(database_url=stack.env["IMGQ_DATABASE_URL"])
+    index = WaitingIndex(redis.Redis.from_url(stack.env["IMGQ_REDIS_URL"]))
+    return JobQueue(make_sessionmaker(make_engine(settings.database_url)), index,
+                    load_catalogue(settings.catalogue_path))
+
+
+def test_positions_count_down_to_zero_and_are_never_shared(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    with stack.client(api_key) as client:
+        ids = submit(client, 8, "countdown")
+        history: dict[str, list[int]] = {job_id: [] for job_id in ids}
+        while True:
+            # Read the last-submitted job first: positions only ever decrease, so a job read
+            # later can only have moved further ahead — any shared position is a real one.
+            jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in reversed(ids)]
+            waiting = [j for j in jobs if j["status"] == "queued" and j["queue_position"] is not None]
+            positions = [j["queue_position"] for j in waiting]
+            assert len(positions) == len(set(positions)), f"shared position: {positions}"
+            for job in waiting:
+                history[job["id"]].append(job["queue_position"])
+            if all(j["status"] in TERMINAL for j in jobs):
+                break
+            time.sleep(0.05)
+    for job_id, seen in history.items():
+        assert seen == sorted(seen, reverse=True), f"{job_id} went back: {seen}"
+    last = history[ids[-1]]
+    assert last[-1] == 0 and len(set(last)) >= 3, last
+
+
+def test_waiting_jobs_carry_an_eta_that_grows_with_position(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    with stack.client(api_key) as client:
+        submit(client, 2, "warm-up")  # latency history for the model
+        ids = submit(client, 10, "eta")
+        time.sleep(1.5)  # a snapshot or two
+        jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+        waiting = sorted((j for j in jobs if j["queue_position"] is not None),
+                         key=lambda j: j["queue_position"])
+        assert len(waiting) >= 3
+        etas = [j["eta_start_seconds"] for j in waiting]
+        assert all(e is not None for e in etas), waiting
+        assert etas == sorted(etas)
+        for job in waiting:
+            assert job["eta_finish_seconds"] >= job["eta_start_seconds"]
+            # One slot, 0.3 s per job: the ETA to start is about position x 0.3 s.
+            assert job["eta_start_seconds"] == pytest.approx(
+                (job["queue_position"] + 1) * LATENCY_S, abs=1.2)
+        wait_all(client, ids)
+
+
+def test_workers_take_jobs_in_index_order(stack: RunningStack, api_key: str,
+                                          fixed_latency: str) -> None:
+    """Bulk jobs queued first still start after later interactive ones, and tenants take turns
+    in the bulk lane: the order of starts is exactly the order of published positions."""
+    queue = local_queue(stack)
+    other_key = stack.new_tenant("order-other")
+    with queue.sessions() as session:
+        tenant = tenant_for_api_key(session, api_key)
+        other = tenant_for_api_key(session, other_key)
+        assert tenant is not None and other is not None
+    stack.stop("scheduler")
+    try:
+        big = [queue.submit(tenant.id, JobRequest(prompt=f"bulk-big {k}", model="gpt-image-1.5",
+                                                  lane="bulk")).id for k in range(4)]
+        small = [queue.submit(other.id, JobRequest(
+            prompt=f"bulk-small {k}", model="gpt-image-1.5", lane="bulk")).id for k in range(2)]
+        with stack.client(api_key) as client:
+            interactive = submit(client, 3, "order-interactive")
+            ids = big + small + interactive
+            positions = {j: queue.get(other.id if j in small else tenant.id, j).queue_position
+                         for j in ids}
+    finally:
+        stack.start_scheduler()
+    assert [positions[j] for j in interactive] == [0, 1, 2]
+    assert [positions[j] for j in big[:2] + small] == [3, 5, 4, 6]
+    done = {j: _wait_db(queue, j) for j in ids}
+    by_position = sorted(ids, key=lambda j: positions[j])
+    by_start = sorted(ids, key=lambda j: done[j])
+    assert by_start == by_position
+
+
+def _wait_db(queue: JobQueue, job_id: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with queue.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is not None and job.status in TERMINAL:
+                return job.started_at
+        time.sleep(0.1)
+    raise AssertionError(f"{job_id} did not finish")
+
+
+def test_event_stream_follows_a_job_to_the_end_and_leaks_nothing(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    with stack.client(api_key) as client:
+        ahead = submit(client, 8, "stream-ahead")
+        job_id = submit(client, 1, "streamed")[0]
+        events: list[dict[str, Any]] = []
+        with client.stream("GET", f"/v1/jobs/{job_id}/events", timeout=60) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+        statuses = [e["status"] for e in events]
+        assert statuses[0] == "queued" and statuses[-1] == "succeeded"
+        positions = [e["queue_position"] for e in events if e["queue_position"] is not None]
+        assert positions == sorted(positions, reverse=True) and len(positions) >= 2
+        wait_all(client, ahead)
+
+        # A client that goes away mid-stream leaves no open subscription behind.
+        waiting = submit(client, 6, "stream-abandoned")
+        with client.stream("GET", f"/v1/jobs/{waiting[-1]}/events", timeout=60) as response:
+            lines = response.iter_lines()  # held: a dropped iterator closes the connection
+            next(lines)
+            assert client.get("/v1/status").json()["open_event_streams"] >= 1
+        deadline = time.monotonic() + 10
+        while client.get("/v1/status").json()["open_event_streams"] != 0:
+            assert time.monotonic() < deadline, "an abandoned stream is still open"
+            time.sleep(0.2)
+        wait_all(client, waiting)
+
+
+def test_a_second_worker_shortens_published_etas(stack: RunningStack, api_key: str,
+                                                  fixed_latency: str) -> None:
+    def seconds_per_position(client: httpx.Client, job_id: str) -> float:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        return float(job["eta_start_seconds"]) / max(1, job["queue_position"])
+
+    with stack.client(api_key) as client:
+        ids = submit(client, 60, "scale-out")
+        time.sleep(2.0)
+        before = seconds_per_position(client, ids[-1])
+        stack.start_worker("worker-extra", concurrency=1)
+        try:
+            stack.wait_workers(2)
+            time.sleep(3.0)  # a few snapshots
+            after = seconds_per_position(client, ids[-1])
+            assert after < 0.75 * before, (before, after)
+            assert client.get("/v1/status").json()["workers"]["slots"] == 2
+            wait_all(client, ids, timeout_s=120)
+        finally:
+            stack.stop("worker-extra")
+
+
+def test_a_standby_scheduler_takes_over_when_the_active_one_dies(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    stack.start_scheduler("standby")
+    time.sleep(1.0)
+    active = stack.procs.pop("scheduler")
+    os.kill(active.pid, signal.SIGKILL)
+    active.wait()
+    try:
+        with stack.client(api_key) as client:
+            ids = submit(client, 3, "after-failover")
+            started = time.monotonic()
+            wait_all(client, ids, timeout_s=30)
+            assert time.monotonic() - started < 15
+    finally:
+        stack.procs["scheduler"] = stack.procs.pop("standby")
+
