@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,3 +52,30 @@ class Settings(BaseSettings):
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
         description="Delay before each retry of a failed delivery; its length is the retry count.")
     webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+
+    breaker_mode: Literal["shared", "local", "off"] = Field(
+        default="shared",
+        description="shared: one breaker per model in Redis for the whole cluster; local: one per "
+                    "worker process (no coordination); off: no breaker (plain try-next loop).")
+    breaker_failure_rate_threshold: float = Field(default=0.30, gt=0, le=1)
+    breaker_window_s: int = Field(default=60, ge=1)
+    breaker_minimum_calls: int = Field(default=5, ge=1)
+    breaker_open_duration_s: float = Field(default=300.0, gt=0)
+    breaker_half_open_probes: int = Field(default=3, ge=1)
+    breaker_quota_cooldown_s: float = Field(
+        default=60.0, gt=0, description="Cooldown after a 429 that carries no Retry-After.")
+    breaker_probe_margin_s: float = Field(
+        default=30.0, gt=0,
+        description="A probe round lasts the model's timeout plus this, then may start again.")
+    vendor_slot_wait_s: float = Field(
+        default=2.0, ge=0,
+        description="How long an attempt waits for a model's concurrency slot or rate budget "
+                    "before skipping the model.")
+    vendor_slot_margin_s: float = Field(
+        default=30.0, gt=0,
+        description="A concurrency slot expires this long after the model's timeout, so a "
+                    "crashed worker frees it.")
+    park_backoff_s: float = Field(
+        default=5.0, gt=0,
+        description="How long a job waits before another walk when its models failed but none "
+                    "is denied with a known end.")
