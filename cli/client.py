@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,16 @@ class ApiClient:
             if time.monotonic() > deadline:
                 raise ApiClientError(f"job {job_id} still {job['status']} after {timeout_s:.0f}s")
             time.sleep(poll_s)
+
+    def events(self, path: str) -> Iterator[dict[str, Any]]:
+        """Server-Sent Events of a job or batch (``/v1/jobs/ID/events``), until the server ends."""
+        with self.http.stream("GET", path, timeout=httpx.Timeout(30, read=None)) as response:
+            if response.is_error:
+                response.read()
+                self._check(response)
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    yield json.loads(line[5:])
 
     def close(self) -> None:
         self.http.close()

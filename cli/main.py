@@ -244,12 +244,18 @@ def submit(
 def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f",
+                                         help="Follow position and ETA live until the job ends.")]
+    = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     api_key: ApiKey = None,
 ) -> None:
-    """Show a job: status, queue position, the model that served it and every attempt."""
+    """Show a job: status, queue position and ETA, the model that served it and every attempt."""
     client = _client(api_url, api_key)
     try:
+        if follow:
+            for event in client.events(f"/v1/jobs/{job_id}/events"):
+                console.print(_progress_line(event))
         job = client.job(job_id)
     except ApiClientError as exc:
         console.print(f"[red]{exc}[/]")
@@ -258,6 +264,24 @@ def status(
         typer.echo(json.dumps(job, indent=2))
     else:
         _print_job(job)
+
+
+def _progress_line(event: dict[str, Any]) -> str:
+    """One line per change: where the job stands and when it should be ready."""
+    def secs(value: float | None) -> str:
+        return "?" if value is None else f"~{value:.1f}s"
+
+    parts = [time.strftime("%H:%M:%S"), event["status"]]
+    if event.get("queue_position") is not None:
+        parts.append(f"position {event['queue_position']}")
+    if event["status"] == "queued":
+        parts.append(f"starts in {secs(event.get('eta_start_seconds'))}, "
+                     f"ready in {secs(event.get('eta_finish_seconds'))}")
+    if event.get("current_model"):
+        parts.append(f"on {event['current_model']}, ready in {secs(event.get('eta_finish_seconds'))}")
+    if event.get("served_by"):
+        parts.append(f"served by {event['served_by']}" + (" (fallback)" if event["degraded"] else ""))
+    return " · ".join(parts)
 
 
 def _print_job(job: dict[str, Any]) -> None:

@@ -68,7 +68,7 @@ class BatchView:
     batch: Batch
     progress: rollup.BatchProgress
     webhook: WebhookDelivery | None
-    eta_s: float | None = None  # filled in by the ETA forecast once it covers batches
+    eta_s: float | None = None  # seconds until the batch's last job is expected to finish
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,19 @@ class Batches:
             webhook = session.scalar(select(WebhookDelivery)
                                      .where(WebhookDelivery.subject_id == batch_id)
                                      .order_by(WebhookDelivery.created_at.desc()).limit(1))
-        return BatchView(batch, state, webhook)
+            last = self._last_open_job(session, batch_id)
+        eta_s = self.queue.progress(last).eta_finish_s if last is not None else None
+        return BatchView(batch, state, webhook, eta_s)
+
+    @staticmethod
+    def _last_open_job(session: Session, batch_id: str) -> Job | None:
+        """The job that will finish last: the last one still waiting, else one still running."""
+        for status in (JobStatus.QUEUED.value, JobStatus.RUNNING.value):
+            job = session.scalar(select(Job).where(Job.batch_id == batch_id, Job.status == status)
+                                 .order_by(Job.batch_index.desc()).limit(1))
+            if job is not None:
+                return job
+        return None
 
     def list(self, tenant_id: str, limit: int = 20,
              after: str | None = None) -> tuple[list[BatchView], bool]:

@@ -12,6 +12,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ServicesDep, TenantDep
+from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
 from api.services import Services
 from scheduler import capacity
@@ -58,6 +59,41 @@ async def job_events(job_id: str, request: Request, tenant: TenantDep,
                     yield {"event": "job", "data": json.dumps(event)}
                     last = event
                 if JobStatus(view.job.status).is_terminal:
+                    return
+                await asyncio.sleep(POLL_S)
+        finally:
+            counter.open -= 1
+
+    return EventSourceResponse(stream(), ping=15)
+
+
+BATCH_DONE = ("completed", "failed", "canceled")
+
+
+@router.get("/v1/batches/{batch_id}/events", responses=ERRORS,
+            response_description="text/event-stream of `batch` events; closes when the batch ends")
+async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
+                       svc: ServicesDep) -> EventSourceResponse:
+    """Status, request counts and the ETA of the batch's last job, pushed as they change."""
+    batches = batches_of(svc)
+    await run_in_threadpool(batches.get, tenant.id, batch_id)  # 404 before the stream starts
+    counter: StreamCounter = request.app.state.streams
+
+    async def stream() -> AsyncIterator[dict[str, str]]:
+        counter.open += 1
+        try:
+            last: dict[str, Any] | None = None
+            while True:
+                view = await run_in_threadpool(batches.get, tenant.id, batch_id)
+                out = batch_out(view, svc.settings.public_base_url)
+                event = {"id": out.id, "status": out.status,
+                         "request_counts": out.request_counts.model_dump(),
+                         "served_by": out.served_by, "degraded": out.degraded,
+                         "eta_last_job_s": out.eta_last_job_s}
+                if event != last:
+                    yield {"event": "batch", "data": json.dumps(event)}
+                    last = event
+                if out.status in BATCH_DONE:
                     return
                 await asyncio.sleep(POLL_S)
         finally:

@@ -240,3 +240,53 @@ def test_a_standby_scheduler_takes_over_when_the_active_one_dies(
     finally:
         stack.procs["scheduler"] = stack.procs.pop("standby")
 
+
+
+def jsonl(n: int, prefix: str) -> bytes:
+    return "".join(json.dumps({"custom_id": f"{prefix}-{k}", "prompt": f"{prefix} {k}",
+                               "model": "gpt-image-1.5"}) + "\n" for k in range(n)).encode()
+
+
+def test_two_tenants_batches_interleave_and_interactive_jobs_go_first(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    small_key = stack.new_tenant("small-batcher")
+    stack.stop("scheduler")
+    try:
+        with stack.client(api_key) as big, stack.client(small_key) as small:
+            big_batch = big.post("/v1/batches", content=jsonl(30, "big")).json()
+            small_batch = small.post("/v1/batches", content=jsonl(5, "small")).json()
+            urgent = submit(small, 1, "urgent")[0]
+            assert small.get(f"/v1/jobs/{urgent}").json()["queue_position"] == 0
+            big_first = [json.loads(line)["job_id"] for line in big.get(
+                f"/v1/batches/{big_batch['id']}/results").text.splitlines()[:5]]
+            small_all = [json.loads(line)["job_id"] for line in small.get(
+                f"/v1/batches/{small_batch['id']}/results").text.splitlines()]
+            big_pos = [big.get(f"/v1/jobs/{j}").json()["queue_position"] for j in big_first]
+            small_pos = [small.get(f"/v1/jobs/{j}").json()["queue_position"] for j in small_all]
+    finally:
+        stack.start_scheduler()
+    # The 5-job batch does not wait behind the 30-job one: the tenants take turns.
+    assert big_pos == [1, 3, 5, 7, 9]
+    assert small_pos == [2, 4, 6, 8, 10]
+    with stack.client(api_key) as big:
+        deadline = time.monotonic() + 60
+        while big.get(f"/v1/batches/{big_batch['id']}").json()["status"] != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+
+
+def test_batch_events_stream_counts_and_eta_until_completed(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    with stack.client(api_key) as client:
+        batch = client.post("/v1/batches", content=jsonl(12, "streamed-batch")).json()
+        time.sleep(1.2)  # a snapshot covers the batch
+        assert client.get(f"/v1/batches/{batch['id']}").json()["eta_last_job_s"] is not None
+        events = []
+        with client.stream("GET", f"/v1/batches/{batch['id']}/events", timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    events.append(json.loads(line[5:]))
+    assert events[-1]["status"] == "completed"
+    assert events[-1]["request_counts"]["succeeded"] == 12
+    done = [e["request_counts"]["succeeded"] for e in events]
+    assert done == sorted(done) and len(set(done)) >= 3
