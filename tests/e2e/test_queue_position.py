@@ -290,3 +290,20 @@ def test_batch_events_stream_counts_and_eta_until_completed(
     assert events[-1]["request_counts"]["succeeded"] == 12
     done = [e["request_counts"]["succeeded"] for e in events]
     assert done == sorted(done) and len(set(done)) >= 3
+
+
+def test_imgq_status_follow_prints_position_and_eta_until_done(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    import subprocess
+    import sys
+
+    with stack.client(api_key) as client:
+        submit(client, 6, "follow-ahead")
+        job_id = submit(client, 1, "followed")[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "status", job_id, "--follow", "--api-url", stack.api_url,
+         "--api-key", api_key], capture_output=True, text=True, timeout=60, env=stack.env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any("queued · position" in line and "ready in" in line for line in lines), out.stdout
+    assert any("succeeded" in line and "served by gpt-image-1.5" in line for line in lines)
