@@ -1,4 +1,8 @@
-"""Per-process resources of a worker, built once from the settings when the process starts."""
+"""Per-process resources of a worker, built once from the settings when the process starts.
+
+The breaker and the vendor limits use their own Redis client with short timeouts, so that when
+Redis is unreachable they fail open within a fraction of a second instead of stalling calls.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import httpx
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import BreakerStore, VendorLimits, breaker_redis
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
 from scheduler.index import WaitingIndex
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
+from workers.health import make_breaker_store
 
 
 @dataclass
@@ -24,6 +30,8 @@ class WorkerContext:
     http: httpx.Client
     catalogue: Catalogue
     blobs: BlobStore
+    breaker: BreakerStore
+    limits: VendorLimits
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -42,6 +50,8 @@ class WorkerContext:
             ),
             catalogue=catalogue,
             blobs=LocalBlobStore(settings.image_dir),
+            breaker=make_breaker_store(settings, catalogue),
+            limits=VendorLimits(breaker_redis(settings.redis_url)),
         )
 
     def close(self) -> None:

@@ -1,13 +1,15 @@
 """The failover router: walk a job's candidate models in order until one produces an image.
 
 A job-level error (invalid request, content policy) stops the walk: another model would refuse the
-same prompt. Anything else moves on to the next candidate.
+same prompt. Anything else moves on to the next candidate. Hooks see every attempt: ``before`` may
+veto a model (the breaker, the vendor limits), ``after`` learns the outcome, and ``released``
+runs once the call is over whatever happened, so a slot taken in ``before`` is always given back.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from providers.base import GenerationRequest, GenerationResult
@@ -32,10 +34,18 @@ class AttemptRecord:
 
 @dataclass
 class RouteOutcome:
+    """What a walk produced. With neither ``result`` nor ``error`` every candidate was denied or
+    failed transiently: the job should wait and walk again."""
+
     attempts: list[AttemptRecord] = field(default_factory=list)
     result: GenerationResult | None = None
     served_by: str | None = None
     error: ProviderError | None = None
+    last_failure: ProviderError | None = None
+
+    @property
+    def job_failed(self) -> bool:
+        return self.error is not None and self.error.error_class.is_job_level
 
 
 Caller = Callable[[ModelSpec, GenerationRequest], GenerationResult]
@@ -51,6 +61,35 @@ class AttemptHooks:
               error: ProviderError | None) -> None:
         return None
 
+    def released(self, model: ModelSpec) -> None:
+        """The call allowed by ``before`` is over (also when it raised something unexpected)."""
+        return None
+
+
+class CompositeHooks(AttemptHooks):
+    """Several hooks as one: the first veto wins (later ``before`` hooks are not asked)."""
+
+    def __init__(self, hooks: Sequence[AttemptHooks]) -> None:
+        self.hooks = list(hooks)
+
+    def before(self, index: int, model: ModelSpec) -> str | None:
+        for k, hook in enumerate(self.hooks):
+            reason = hook.before(index, model)
+            if reason is not None:
+                for earlier in reversed(self.hooks[:k]):
+                    earlier.released(model)
+                return reason
+        return None
+
+    def after(self, model: ModelSpec, outcome: str, latency_s: float,
+              error: ProviderError | None) -> None:
+        for hook in self.hooks:
+            hook.after(model, outcome, latency_s, error)
+
+    def released(self, model: ModelSpec) -> None:
+        for hook in reversed(self.hooks):
+            hook.released(model)
+
 
 def candidates(catalogue: Catalogue, route: str, requested_model: str | None) -> list[ModelSpec]:
     if route not in catalogue.routes:  # a pinned model, or a route since removed
@@ -64,11 +103,18 @@ def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller,
          hooks: AttemptHooks | None = None) -> RouteOutcome:
     hooks = hooks or AttemptHooks()
     outcome = RouteOutcome()
+    unservable: list[str] = []
     for index, model in enumerate(models):
-        reason = model.can_serve(request) or hooks.before(index, model)
-        if reason is not None:
-            outcome.attempts.append(
-                AttemptRecord(model.id, time.time(), None, SKIPPED, message=reason))
+        unfit = model.can_serve(request)
+        if unfit is not None:
+            unservable.append(unfit)
+            outcome.attempts.append(AttemptRecord(model.id, time.time(), None, SKIPPED,
+                                                  message=unfit))
+            continue
+        denied = hooks.before(index, model)
+        if denied is not None:
+            outcome.attempts.append(AttemptRecord(model.id, time.time(), None, SKIPPED,
+                                                  message=denied))
             continue
         started = time.time()
         clock = time.perf_counter()
@@ -80,19 +126,22 @@ def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller,
             outcome.attempts.append(AttemptRecord(
                 model.id, started, int(latency_s * 1000),
                 exc.error_class.value, exc.vendor_status, exc.request_id, 0.0, exc.message))
-            outcome.error = exc
             if exc.error_class.is_job_level:
+                outcome.error = exc
                 return outcome
+            outcome.last_failure = exc
             continue
+        finally:
+            hooks.released(model)
         latency_s = time.perf_counter() - clock
         hooks.after(model, SUCCESS, latency_s, None)
         outcome.attempts.append(AttemptRecord(
             model.id, started, int(latency_s * 1000), SUCCESS, 200,
             result.request_id, result.cost_usd))
-        outcome.result, outcome.served_by, outcome.error = result, model.id, None
+        outcome.result, outcome.served_by = result, model.id
         return outcome
-    if outcome.error is None:
+    if len(unservable) == len(models):
         outcome.error = ProviderError(
             ErrorClass.INVALID_REQUEST, "no model on the route can serve this request: "
-            + "; ".join(a.message or a.model for a in outcome.attempts))
+            + ("; ".join(unservable) or "the route has no models"))
     return outcome
