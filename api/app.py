@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import batches, events, jobs
+from api.routes import admin, batches, events, jobs
 from api.services import Services
 from imagequeue.settings import Settings
 
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(admin.router)
     app.state.streams = events.StreamCounter()
     batches.install(app)
 

@@ -1,7 +1,9 @@
-"""Request dependencies: the services and the calling tenant (Bearer API key)."""
+"""Request dependencies: the services, the calling tenant (Bearer API key) and the operator
+(Bearer admin token, ``IMGQ_ADMIN_TOKEN``)."""
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -33,5 +35,23 @@ def tenant(
     return found
 
 
+def admin(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Admin endpoints take the admin token only; a tenant's API key is just a wrong token."""
+    token = services(request).settings.admin_token
+    if not token:
+        raise HTTPException(403, "admin endpoints are disabled: set IMGQ_ADMIN_TOKEN to a secret "
+                                 "and send it as `Authorization: Bearer <token>`")
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(401, "missing admin token: send `Authorization: Bearer <IMGQ_ADMIN_TOKEN>`",
+                            headers=challenge)
+    if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        raise HTTPException(401, "invalid admin token", headers=challenge)
+
+
 ServicesDep = Annotated[Services, Depends(services)]
 TenantDep = Annotated[Tenant, Depends(tenant)]
+AdminOnly = Depends(admin)

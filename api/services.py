@@ -8,12 +8,14 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import BreakerStore
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
 from scheduler.index import WaitingIndex
 from scheduler.queue import JobQueue
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
+from workers.health import make_breaker_store
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Services:
     catalogue: Catalogue
     queue: JobQueue
     blobs: BlobStore
+    breakers: BreakerStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -37,7 +40,7 @@ class Services:
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,
                          job_deadline_s=settings.job_deadline_s)
         return cls(settings, engine, sessions, client, catalogue, queue,
-                   LocalBlobStore(settings.image_dir))
+                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue))
 
     def close(self) -> None:
         self.redis.close()

@@ -15,8 +15,9 @@ from rich.table import Table
 from cli.batches import is_batch_file, submit_file
 from cli.batches import register as register_batch_commands
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
+from cli.operator import catalogue_or_exit
+from cli.operator import register as register_operator_commands
 from imagequeue.settings import Settings
-from providers.catalogue import load_catalogue
 
 app = typer.Typer(
     help="imagequeue: a job queue for text-to-image generation that fails over between vendors.",
@@ -47,7 +48,9 @@ def up(
     """Start the API, worker(s), the scheduler and (without vendor keys) the simulator. Ctrl-C stops all."""
     from cli.localstack import start_local_stack
 
-    stack, info = start_local_stack(Settings(), api_port=port, workers=workers,
+    settings = Settings()
+    catalogue_or_exit(settings)
+    stack, info = start_local_stack(settings, api_port=port, workers=workers,
                                     profile=profile, latency_scale=latency_scale)
     console.print(f"[green]imagequeue is up[/]: API {info['api_url']} (docs at /docs), "
                   f"logs in var/logs/. API key for the local tenant is in var/local-api-key.")
@@ -82,7 +85,9 @@ def demo(
     """Start a private stack, generate a handful of images, print where they are and who made them."""
     from cli.demo import run_demo
 
-    raise typer.Exit(run_demo(Settings(), prompts=prompts, profile=profile,
+    settings = Settings()
+    catalogue_or_exit(settings)
+    raise typer.Exit(run_demo(settings, prompts=prompts, profile=profile,
                               latency_scale=latency_scale))
 
 
@@ -96,6 +101,7 @@ def worker(
     from workers.app import make_celery
 
     settings = Settings()
+    catalogue_or_exit(settings)
     if concurrency:
         settings.worker_concurrency = concurrency
     celery = make_celery(settings)
@@ -116,7 +122,12 @@ def scheduler() -> None:
     from storage.db import make_engine, make_sessionmaker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from api.breakers import is_red
+    from workers.health import make_breaker_store
+
     settings = Settings()
+    catalogue = catalogue_or_exit(settings)
+    breakers = make_breaker_store(settings, catalogue)
     dispatcher = Dispatcher(
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
@@ -125,7 +136,8 @@ def scheduler() -> None:
     publisher = SnapshotPublisher(
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
-        load_catalogue(settings.catalogue_path), leader=lambda: dispatcher.leader)
+        catalogue, leader=lambda: dispatcher.leader,
+        unavailable=lambda model: is_red(breakers, model))
     threading.Thread(target=publisher.run, name="imgq-snapshots", daemon=True).start()
 
     def _stop(*_: Any) -> None:
@@ -152,6 +164,7 @@ def api(
     from storage.db import migrate
 
     settings = Settings()
+    catalogue_or_exit(settings)
     migrate(settings.database_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
@@ -305,6 +318,7 @@ def _print_job(job: dict[str, Any]) -> None:
 
 
 register_batch_commands(app)  # watch, results, batches
+register_operator_commands(app)  # models, breaker
 
 
 def main() -> None:
