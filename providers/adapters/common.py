@@ -17,6 +17,7 @@ from typing import Any, ClassVar, TypeVar, cast
 import httpx
 
 from providers.adapters.classify import error_from_response
+from providers.adapters.retry_hints import request_id_from
 from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
@@ -87,6 +88,19 @@ def post_json(
         headers={"content-type": "application/json; charset=utf-8", **headers},
         timeout=timeout_for(model),
     )
+
+
+def post_images_generations(
+    client: httpx.Client, model: ModelSpec, body: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """``POST {base_url}/images/generations`` with a Bearer key, the shape OpenAI, Seedream,
+    Recraft and OpenAI-compatible gateways share. Returns the success body and the request id."""
+    response = post_json(
+        client, model, f"{model.base_url.rstrip('/')}/images/generations", body,
+        {"authorization": f"Bearer {api_key_for(model)}"},
+    )
+    request_id = request_id_from(response.headers)
+    return success_json(response, model, request_id=request_id), request_id
 
 
 def success_json(

@@ -14,16 +14,13 @@ import httpx
 
 from providers.adapters.common import (
     HttpAdapter,
-    api_key_for,
     images_or_error,
     option,
-    post_json,
-    success_json,
+    post_images_generations,
     timeout_for,
     try_image,
 )
 from providers.adapters.images import SVG_TYPE, decode_base64_image, download_image
-from providers.adapters.retry_hints import request_id_from
 from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
@@ -37,18 +34,13 @@ class RecraftAdapter(HttpAdapter):
     def _generate(
         self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
     ) -> GenerationResult:
-        url = f"{model.base_url.rstrip('/')}/images/generations"
-        response = post_json(
-            client, model, url, self.body(model, request),
-            {"authorization": f"Bearer {api_key_for(model)}"},
-        )
-        body = success_json(response, model, request_id=request_id_from(response.headers))
+        body, header_request_id = post_images_generations(client, model, self.body(model, request))
         data = body.get("data") or []
         images = images_or_error(
             [try_image(partial(_image, client, model, item)) for item in data]
         )
         first = data[0] if data and isinstance(data[0], dict) else {}
-        request_id = first.get("image_id") or request_id_from(response.headers)
+        request_id = first.get("image_id") or header_request_id
         credits = body.get("credits")
         return GenerationResult(
             images=images,

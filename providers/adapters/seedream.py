@@ -16,16 +16,13 @@ import httpx
 from providers.adapters.classify import classify
 from providers.adapters.common import (
     HttpAdapter,
-    api_key_for,
     images_or_error,
     option,
-    post_json,
-    success_json,
+    post_images_generations,
     timeout_for,
     try_image,
 )
 from providers.adapters.images import decode_base64_image, download_image
-from providers.adapters.retry_hints import request_id_from
 from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
@@ -56,13 +53,7 @@ class SeedreamAdapter(HttpAdapter):
     def _generate(
         self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
     ) -> GenerationResult:
-        url = f"{model.base_url.rstrip('/')}/images/generations"
-        response = post_json(
-            client, model, url, self.body(model, request),
-            {"authorization": f"Bearer {api_key_for(model)}"},
-        )
-        request_id = request_id_from(response.headers)
-        body = success_json(response, model, request_id=request_id)
+        body, request_id = post_images_generations(client, model, self.body(model, request))
         data = body.get("data") or []
         if not data and isinstance(body.get("error"), dict):
             data = [body]
