@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SIZE_PATTERN = re.compile(r"^(\d{2,5})x(\d{2,5})$")
-MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
-
-
-def parse_size(size: str) -> tuple[int, int]:
-    match = SIZE_PATTERN.match(size)
-    if not match:
-        raise ValueError(f"size must look like 1024x1024, got {size!r}")
-    width, height = int(match.group(1)), int(match.group(2))
-    for side in (width, height):
-        if not MIN_SIDE_PX <= side <= MAX_SIDE_PX:
-            raise ValueError(f"each side must be between {MIN_SIDE_PX} and {MAX_SIDE_PX} pixels")
-    return width, height
+from scheduler.jsonl import parse_size
 
 
 class JobCreate(BaseModel):

@@ -7,7 +7,6 @@ A test that needs Redis or PostgreSQL skips locally when the service is absent b
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from cli.stack import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_REDIS_URL = os.environ.get("IMGQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -29,12 +30,6 @@ def _missing(what: str, how: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response
 
 from api.deps import ServicesDep, TenantDep
-from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobCreate, JobOut, parse_size
+from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobCreate, JobOut
 from scheduler.errors import InvalidJob, NotFound
 from scheduler.idempotency import check_key, hash_json
+from scheduler.jsonl import parse_size
 from scheduler.queue import JobRequest, JobView
 from scheduler.webhooks import WebhookPolicy, vet_url
 from storage.blobs import BlobNotFound
