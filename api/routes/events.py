@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.breakers import status_fields
 from api.deps import ServicesDep, TenantDep
 from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
@@ -119,7 +120,8 @@ def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
         models[model_id] = {"vendor": spec.vendor, "configured": spec.configured,
                             "simulated": spec.simulated, "missing_key_hint": spec.missing_key_hint,
                             "median_latency_s": figures.get("median_s"),
-                            "failure_rate": figures.get("failure_rate")}
+                            "failure_rate": figures.get("failure_rate"),
+                            **status_fields(svc.breakers, model_id)}
     return {"lanes": lanes,
             "workers": {"alive": len(workers), "slots": sum(workers.values())},
             "running": len(snap.data["running"]) if snap else 0,
