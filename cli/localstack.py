@@ -47,8 +47,11 @@ def ensure_local_key(settings: Settings) -> str:
 
 def start_local_stack(settings: Settings, *, api_port: int, workers: int = 1,
                       profile: str = "healthy", latency_scale: float = 1.0,
-                      log_dir: Path = Path("var/logs")) -> tuple[Stack, dict[str, str]]:
+                      log_dir: Path = Path("var/logs"),
+                      child_env: dict[str, str] | None = None) -> tuple[Stack, dict[str, str]]:
+    """``child_env`` adds settings for the children only (e.g. the demo's short breaker times)."""
     stack = Stack(log_dir)
+    stack.env.update(child_env or {})
     try:
         redis_url = stack.ensure_redis(settings.redis_url)
         stack.env["IMGQ_REDIS_URL"] = redis_url

@@ -78,11 +78,12 @@ def up(
 
 @app.command()
 def demo(
-    prompts: Annotated[int, typer.Option(help="How many prompts to submit.")] = 8,
-    profile: Annotated[str, typer.Option(help="Simulator failure profile.")] = "healthy",
-    latency_scale: Annotated[float, typer.Option(help="Scale the simulator's latencies.")] = 0.1,
+    prompts: Annotated[int, typer.Option(help="How many prompts to submit.")] = 28,
+    profile: Annotated[str, typer.Option(help="Simulator failure profile.")] = "peak-hours",
+    latency_scale: Annotated[float, typer.Option(help="Scale the simulator's latencies.")] = 0.2,
 ) -> None:
-    """Start a private stack, generate a handful of images, print where they are and who made them."""
+    """Start a private stack at peak hours: watch jobs fail over from Gemini 3 Pro Image, its
+    breaker open, and the tally of which model served what (about a minute)."""
     from cli.demo import run_demo
 
     settings = Settings()
