@@ -110,6 +110,7 @@ def forecast(
     runs: int = 64,
     seed: int = 0,
     queue_depth: int | None = None,
+    job_overhead_s: float = 0.0,
 ) -> EtaCurve:
     """Expected start and finish of queue positions 0..exact_positions-1, by simulation.
 
@@ -119,15 +120,20 @@ def forecast(
     O(len(running) + exact_positions) per run whatever the depth. ``slots == 0`` gives a curve that
     answers ``math.inf``. ``queue_depth`` (default: the number of per-position routes given, else
     unknown) is where a new job joins, for ``EtaCurve.for_new_job``. Times are rounded to the ms.
+
+    ``job_overhead_s`` is slot time a job holds beyond its vendor calls (loading, storing images,
+    handing the slot to the next job), as measured: each waiting job's service grows by it, each
+    running job's remainder by half of it (where it is in its overhead is not known).
     """
-    if slots < 0 or exact_positions < 1 or runs < 1:
-        raise ValueError("need slots >= 0, exact_positions >= 1 and runs >= 1")
+    if slots < 0 or exact_positions < 1 or runs < 1 or job_overhead_s < 0.0:
+        raise ValueError("need slots >= 0, exact_positions >= 1, runs >= 1, job_overhead_s >= 0")
     routes, single_route = _route_list(waiting_routes)
     if queue_depth is None and not single_route:
         queue_depth = len(routes)
     for job in running:
         _check_route(job.route, models)
-    mean_service_s = math.fsum(expected_service_s(r, models) for r in routes) / len(routes)
+    mean_service_s = job_overhead_s + (
+        math.fsum(expected_service_s(r, models) for r in routes) / len(routes))
     if slots == 0:
         return EtaCurve(0, mean_service_s, (), (), queue_depth)
 
@@ -139,8 +145,9 @@ def forecast(
     for _ in range(runs):
         free_at_s = [0.0] * slots  # a heap of the times each slot frees up
         for job in running:
-            heapq.heapreplace(free_at_s, free_at_s[0] + _sample_remaining(job, models, rng))
-        starts, finishes = _simulate_queue(free_at_s, position_plans, rng)
+            remaining_s = _sample_remaining(job, models, rng) + 0.5 * job_overhead_s
+            heapq.heapreplace(free_at_s, free_at_s[0] + remaining_s)
+        starts, finishes = _simulate_queue(free_at_s, position_plans, rng, job_overhead_s)
         start_runs.append(starts)
         finish_runs.append(finishes)
     return EtaCurve(
@@ -166,14 +173,17 @@ def gradio_estimate(
 
 
 def _simulate_queue(
-    free_at_s: list[float], position_plans: Sequence[tuple[_Step, ...]], rng: random.Random
+    free_at_s: list[float],
+    position_plans: Sequence[tuple[_Step, ...]],
+    rng: random.Random,
+    job_overhead_s: float = 0.0,
 ) -> tuple[list[float], list[float]]:
     heapreplace = heapq.heapreplace
     starts: list[float] = []
     finishes: list[float] = []
     for plan in position_plans:
         start_s = free_at_s[0]
-        finish_s = start_s + _sample_service(plan, rng)
+        finish_s = start_s + job_overhead_s + _sample_service(plan, rng)
         heapreplace(free_at_s, finish_s)
         starts.append(start_s)
         finishes.append(finish_s)

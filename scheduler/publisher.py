@@ -2,17 +2,29 @@
 
 The ETA curve comes from the model-aware forward simulation in ``scheduler.eta``: each model's
 latency fitted from recent attempts (the catalogue's baseline before any history), its current
-failure rate, the running jobs' elapsed times and the routes of the jobs at the head of the queue.
+failure rate (its last ``RECENT_CALLS`` calls within ``FAILURE_WINDOW_S``, so an outage shows within
+a few calls), the running jobs' elapsed times and the routes of the jobs at the head of the queue.
+
+Two things the vendor calls alone do not show are measured too:
+
+* Dispatched jobs not yet in a vendor call (in Celery, or loading in a worker) hold a slot, or are
+  next in line when every slot is taken (the dispatch buffer): they count as fresh running jobs,
+  which the forecast queues ahead of the waiting ones when there are more than slots.
+* A job holds its slot longer than its calls (loading, storing images, the hand-over to the next
+  job). While every slot is taken, the slot-seconds not spent in calls per finished job is that
+  overhead (``SlotUsage``); the forecast adds it to every job.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
@@ -30,7 +42,9 @@ from storage.models import Job
 log = logging.getLogger(__name__)
 
 FAILURE_WINDOW_S = 60.0
+RECENT_CALLS = 30
 EXACT_POSITIONS = 200
+OVERHEAD_WINDOW_S = 15.0
 
 Unavailable = Callable[[str], bool]
 
@@ -42,7 +56,7 @@ def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.Late
         rows = samples.get(model_id, [])
         baseline = LatencyModel.from_median(spec.baseline_latency_s)
         success = fit_lognormal([r.latency_s for r in rows if r.ok], fallback=baseline) or baseline
-        recent = [r for r in rows if now_s - r.at_s <= FAILURE_WINDOW_S]
+        recent = [r for r in rows if now_s - r.at_s <= FAILURE_WINDOW_S][:RECENT_CALLS]
         failures = [r.latency_s for r in recent if not r.ok]
         failure_rate = len(failures) / len(recent) if len(recent) >= 3 else 0.0
         failure_latency_s = statistics.median(failures) if failures else 0.05 * spec.baseline_latency_s
@@ -50,6 +64,39 @@ def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.Late
             failure_rate, failure_latency_s = 1.0, 0.0  # the router skips it at once
         estimates[model_id] = ModelEstimate(model_id, success, failure_rate, failure_latency_s)
     return estimates
+
+
+class SlotUsage:
+    """Per-job slot overhead: slot-seconds not spent in vendor calls, per finished job.
+
+    Measured only over a window in which every slot held a job (an idle slot is not overhead);
+    the last measurement is kept in between. Finished jobs are counted as successful calls.
+    """
+
+    def __init__(self, window_s: float = OVERHEAD_WINDOW_S) -> None:
+        self.window_s = window_s
+        self.overhead_s = 0.0
+        self._ticks: deque[tuple[float, bool]] = deque()
+
+    def observe(self, now_s: float, slots: int, jobs_in_slots: int,
+                samples: Mapping[str, list[telemetry.LatencySample]]) -> float:
+        self._ticks.append((now_s, slots > 0 and jobs_in_slots >= slots))
+        while len(self._ticks) > 1 and self._ticks[1][0] <= now_s - self.window_s:
+            self._ticks.popleft()
+        covered = self._ticks[0][0] <= now_s - self.window_s
+        if not covered or not all(busy for _, busy in self._ticks):
+            return self.overhead_s
+        since_s = now_s - self.window_s
+        for rows in samples.values():  # a full list may not reach back over the whole window
+            if len(rows) >= telemetry.LATENCY_SAMPLES:
+                since_s = max(since_s, rows[-1].at_s)
+        window = [r for rows in samples.values() for r in rows if r.at_s > since_s]
+        finished = sum(1 for r in window if r.ok)
+        if finished < 2 * slots:
+            return self.overhead_s
+        call_s = math.fsum(r.latency_s for r in window)
+        self.overhead_s = max(0.0, (slots * (now_s - since_s) - call_s) / finished)
+        return self.overhead_s
 
 
 class SnapshotPublisher:
@@ -64,12 +111,26 @@ class SnapshotPublisher:
         self.period_s = period_s
         self.leader = leader
         self.stopping = threading.Event()
+        self.slot_usage = SlotUsage()
 
     def route_models(self, route: str, requested_model: str | None) -> tuple[str, ...]:
         if route == PINNED_ROUTE or route not in self.catalogue.routes:
             return (requested_model,) if requested_model else self.catalogue.routes["default"].models
         chain = self.catalogue.routes[route]
         return chain.models if chain.allow_fallback else chain.models[:1]
+
+    def inflight(self) -> list[str]:
+        """Dispatched jobs, oldest first."""
+        return [j.decode() if isinstance(j, bytes) else str(j)
+                for j in self.redis.zrange(keys.INFLIGHT, 0, -1)]
+
+    def routes_of(self, job_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        if not job_ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(select(Job.id, Job.route, Job.requested_model)
+                                   .where(Job.id.in_(job_ids))).all()
+        return {r.id: self.route_models(r.route, r.requested_model) for r in rows}
 
     def build(self) -> dict[str, Any]:
         now_s = time.time()
@@ -78,27 +139,29 @@ class SnapshotPublisher:
         running = telemetry.running_jobs(self.redis)
         samples = telemetry.latency_samples(self.redis, list(self.catalogue.models))
         models = model_estimates(self.catalogue, samples, now_s, self.unavailable)
+        in_calls = {r.job_id for r in running}
+        pending = [j for j in self.inflight() if j not in in_calls]
         head = self.index.head(EXACT_POSITIONS)
-        routes: list[tuple[str, ...]] = []
-        if head:
-            with self.sessions() as session:
-                rows = {r.id: r for r in session.execute(
-                    select(Job.id, Job.route, Job.requested_model).where(Job.id.in_(head)))}
-            routes = [self.route_models(rows[j].route, rows[j].requested_model)
-                      for j in head if j in rows]
-        depth = {lane: self.index.depth(lane) for lane in keys.LANES}
+        known = self.routes_of([*pending, *head])
         default_route = self.catalogue.routes["default"].models
+        pending_routes = [known.get(j, default_route) for j in pending]
+        routes = [known[j] for j in head if j in known]
+        depth = {lane: self.index.depth(lane) for lane in keys.LANES}
+        overhead_s = self.slot_usage.observe(now_s, slots, len(running) + len(pending), samples)
+        runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
+                for r in running if all(m in models for m in r.route)]
+        # Fresh jobs beyond the free slots queue ahead of the waiting ones (see ``forecast``).
+        runs += [RunningJob(0.0, route) for route in pending_routes
+                 if all(m in models for m in route)]
         curve = forecast(
-            slots,
-            [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
-             for r in running if all(m in models for m in r.route)],
-            routes or default_route, models, exact_positions=EXACT_POSITIONS,
-            queue_depth=sum(depth.values()))
+            slots, runs, routes or default_route, models, exact_positions=EXACT_POSITIONS,
+            queue_depth=sum(depth.values()), job_overhead_s=overhead_s)
         return {
             "as_of_s": now_s,
             "depth": depth,
             "slots": slots,
             "workers": workers,
+            "job_overhead_s": round(overhead_s, 3),
             "running": [{"job_id": r.job_id, "model": r.model,
                          "elapsed_s": round(now_s - r.job_started_s, 2)} for r in running],
             "models": {m: {"mu": e.success_latency.mu, "sigma": e.success_latency.sigma,

@@ -1,0 +1,334 @@
+"""How accurate is the ETA a job is given at submit time? Measured on the real stack.
+
+The stack: a private redis-server, a PostgreSQL database, the vendor simulator (latencies lognormal
+per model, from its ``peak-hours`` figures, scaled down by ``--latency-scale``), the API (uvicorn),
+the scheduler (dispatcher + snapshot publisher) and 2 Celery worker processes. Every job takes the
+default route (gemini-3-pro-image-preview, then gemini-2.5-flash-image, ...).
+
+Scenarios: a steady heavy load (Poisson arrivals at ~0.9 utilisation) and a 500-job burst, each
+under three conditions: ``healthy`` (peak-hours latencies, no errors), ``peak-hours`` (the first
+model answers ~45 % of calls with a fast 503) and ``outage`` (peak-hours, then a 100 % 503 outage of
+the first model starting half-way through the run). Plus a light load (healthy, no goal).
+
+Each scenario starts with no latency history (the telemetry lists are emptied) and a warm-up burst
+of ``4 x slots`` jobs under its profile, so the publisher has fitted latencies and failure rates and
+Gradio's running mean has a value; warm-up jobs are not scored, but count in Gradio's running mean.
+
+Scored per job: the ETA in the submit response (start and finish, seconds from then) against the
+job's ``started_at`` / ``finished_at``. ETA-to-start is scored only for jobs that waited at least
+5 s x latency scale. Gradio's estimate is replayed on the same run (see ``eta_scoring.gradio_at``).
+
+    python benchmarks/eta_accuracy.py                      # everything, about 8 minutes
+    python benchmarks/eta_accuracy.py --only burst-healthy steady-outage
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import sqlalchemy
+from sqlalchemy import select
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import eta_scoring as scoring  # noqa: E402
+from providers.simulator.profile import BUILTIN_PROFILES  # noqa: E402
+from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
+from tests.stack import RunningStack, start_stack  # noqa: E402
+
+FIRST_MODEL = "gemini-3-pro-image-preview"
+BURST_JOBS = 500
+MIN_WAIT_UNSCALED_S = 5.0
+DRAIN_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    load: str  # "steady", "burst" or "light"
+    condition: str  # "healthy", "peak-hours" or "outage"
+
+    @property
+    def goal(self) -> scoring.Goal:
+        return {"burst": scoring.BURST_GOAL, "steady": scoring.STEADY_GOAL}.get(
+            self.load, scoring.NO_GOAL)
+
+
+SCENARIOS = [Scenario(f"{load}-{condition}", load, condition)
+             for load in ("steady", "burst") for condition in ("healthy", "peak-hours", "outage")]
+SCENARIOS.append(Scenario("light-healthy", "light", "healthy"))
+
+
+def simulator_profile(condition: str, latency_scale: float) -> dict[str, Any]:
+    """peak-hours as built in; healthy = the same latencies without errors."""
+    models = {name: dict(entry) for name, entry in BUILTIN_PROFILES["peak-hours"]["models"].items()}
+    if condition == "healthy":
+        models = {name: {**entry, "errors": {}} for name, entry in models.items()}
+    return {"name": f"eta-{condition}", "latency_scale": latency_scale, "models": models}
+
+
+class Bench:
+    def __init__(self, stack: RunningStack, api_key: str, simulator_url: str,
+                 redis_url: str, database_url: str, latency_scale: float) -> None:
+        self.stack = stack
+        self.http = stack.client(api_key)
+        self.sim = httpx.Client(base_url=simulator_url, timeout=10)
+        self.redis = redis.Redis.from_url(redis_url)
+        self.engine = sqlalchemy.create_engine(database_url)
+        self.latency_scale = latency_scale
+        self.slots = int(self.http.get("/v1/status").json()["workers"]["slots"])
+        self.seq = 0
+        self.dump_dir: Path | None = None
+
+    def submit(self) -> dict[str, Any]:
+        self.seq += 1
+        body = {"prompt": f"a lighthouse at dawn, study {self.seq}", "size": "1024x1024"}
+        response = self.http.post("/v1/jobs", json=body)
+        returned_s = time.time()
+        response.raise_for_status()
+        job = response.json()
+        return {"id": job["id"], "submitted_s": returned_s, "position": job["queue_position"],
+                "eta_start_s": job["eta_start_seconds"], "eta_finish_s": job["eta_finish_seconds"],
+                "status": job["status"]}
+
+    def submit_many(self, count: int, clients: int = 4) -> list[dict[str, Any]]:
+        with ThreadPoolExecutor(clients) as pool:
+            return list(pool.map(lambda _: self.submit(), range(count)))
+
+    def times(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """(started_s, finished_s) epoch seconds of the given jobs, once all are terminal."""
+        from storage.models import Job
+
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        wanted = set(job_ids)
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(Job.id, Job.started_at, Job.finished_at).where(
+                    Job.id.in_(wanted), Job.finished_at.is_not(None))).all()
+            if len(rows) == len(wanted):
+                return {r.id: (_epoch(r.started_at or r.finished_at), _epoch(r.finished_at))
+                        for r in rows}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(wanted) - len(rows)} jobs did not finish in time")
+            time.sleep(0.5)
+
+    def set_condition(self, condition: str) -> None:
+        profile = simulator_profile(condition, self.latency_scale)
+        self.sim.put("/_sim/profile", json=profile).raise_for_status()
+
+    def start_outage(self) -> None:
+        self.sim.post("/_sim/outage", json={"model": FIRST_MODEL, "start_s": 0, "end_s": 3600,
+                                            "kind": "overloaded", "rate": 1.0}).raise_for_status()
+
+    def forget_latency_history(self) -> None:
+        for key in self.redis.scan_iter("imgq:v1:latency:*"):
+            self.redis.delete(key)
+
+    def run(self, scenario: Scenario, duration_s: float) -> str:
+        self.set_condition(scenario.condition)
+        self.forget_latency_history()
+        warm = self.submit_many(4 * self.slots)
+        warm_times = self.times([j["id"] for j in warm])
+        mean_service_s = sum(f - s for s, f in warm_times.values()) / len(warm_times)
+        time.sleep(1.5)  # one fresh snapshot after the last warm-up job
+        outage_at_s: float | None = None
+        started = time.monotonic()
+        snapshots: list[dict[str, Any]] = []
+        sampling = threading.Event()
+        if self.dump_dir is not None:
+            threading.Thread(target=self.sample_snapshots, args=(snapshots, sampling),
+                             daemon=True).start()
+        if scenario.load == "burst":
+            drain_s = BURST_JOBS * mean_service_s / self.slots
+            if scenario.condition == "outage":
+                outage_at_s = drain_s / 2
+                threading.Timer(outage_at_s, self.start_outage).start()
+            jobs = self.submit_many(BURST_JOBS)
+        else:
+            utilisation = 0.9 if scenario.load == "steady" else 0.3
+            rate_per_s = utilisation * self.slots / mean_service_s
+            if scenario.condition == "outage":
+                outage_at_s = duration_s / 2
+                threading.Timer(outage_at_s, self.start_outage).start()
+            jobs = self.poisson(rate_per_s, duration_s)
+        job_times = self.times([j["id"] for j in jobs])
+        sampling.set()
+        if self.dump_dir is not None:
+            (self.dump_dir / f"{scenario.name}.json").write_text(json.dumps(
+                {"jobs": jobs, "times": job_times, "warm": warm_times, "snapshots": snapshots}))
+        elapsed_s = time.monotonic() - started
+        return self.report(scenario, warm_times, jobs, job_times, mean_service_s, elapsed_s,
+                           outage_at_s)
+
+    def sample_snapshots(self, into: list[dict[str, Any]], done: threading.Event) -> None:
+        while not done.wait(0.5):
+            raw = self.redis.get("imgq:v1:snapshot")
+            if raw is not None:
+                snap = json.loads(raw)
+                curve = snap.pop("curve")
+                snap["curve_head"] = {k: curve[k] for k in ("mean_service_s", "queue_depth")}
+                snap["start_ms"] = curve["start_ms"][:: 20]
+                snap["inflight"] = self.redis.zcard("imgq:v1:inflight")
+                into.append(snap)
+
+    def poisson(self, rate_per_s: float, duration_s: float) -> list[dict[str, Any]]:
+        rng = random.Random(7)
+        jobs = []
+        begin = time.monotonic()
+        next_s = rng.expovariate(rate_per_s)
+        while next_s < duration_s:
+            time.sleep(max(0.0, begin + next_s - time.monotonic()))
+            jobs.append(self.submit())
+            next_s += rng.expovariate(rate_per_s)
+        return jobs
+
+    def report(self, scenario: Scenario, warm_times: dict[str, tuple[float, float]],
+               jobs: list[dict[str, Any]], job_times: dict[str, tuple[float, float]],
+               mean_service_s: float, elapsed_s: float, outage_at_s: float | None) -> str:
+        scored = [scoring.Submitted(j["id"], j["submitted_s"], j["position"] or 0,
+                                    j["eta_start_s"], j["eta_finish_s"], *job_times[j["id"]])
+                  for j in jobs if j["eta_start_s"] is not None]
+        history = [scoring.Served(s, f) for s, f in [*warm_times.values(), *job_times.values()]]
+        min_wait_s = MIN_WAIT_UNSCALED_S * self.latency_scale
+        ours = scoring.summarise("model-aware", scoring.errors(
+            scored, [(j.eta_start_s, j.eta_finish_s) for j in scored], min_wait_s))
+        gradio = scoring.summarise("gradio", scoring.errors(
+            scored, [scoring.gradio_at(j, history, self.slots, mean_service_s) for j in scored],
+            min_wait_s))
+        waits = sorted(j.actual_start_s for j in scored)
+        outage = (f", outage of {FIRST_MODEL} from t={outage_at_s:.1f}s"
+                  if outage_at_s is not None else "")
+        title = (f"== {scenario.name}: {len(jobs)} jobs ({len(jobs) - len(scored)} without ETA), "
+                 f"{self.slots} slots, warm-up mean service {mean_service_s:.2f}s, median wait "
+                 f"{scoring.quantile(waits, 0.5):.2f}s, run {elapsed_s:.0f}s{outage}")
+        return scoring.table(title, [ours, gradio], scoring.verdicts(ours, gradio, scenario.goal))
+
+
+def _epoch(moment: datetime) -> float:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def scaled_settings(work: Path, latency_scale: float) -> dict[str, str]:
+    """Every time constant of the stack scaled like the simulator's latencies, as environment.
+
+    The vendors' requests-per-minute limits, the breaker's window and open period: left at their
+    real values, a 10x faster simulator would meet 10x tighter rate limits and a breaker that
+    stays open for the whole run, which is not the system the unscaled figures describe.
+    """
+    text = (REPO_ROOT / "providers" / "catalogue.toml").read_text()
+    text = re.sub(r"(?m)^requests_per_minute = (\d+)",
+                  lambda m: f"requests_per_minute = {math.ceil(int(m[1]) / latency_scale)}", text)
+    catalogue = work / "catalogue.toml"
+    catalogue.write_text(text)
+    return {"IMGQ_CATALOGUE_PATH": str(catalogue),
+            "IMGQ_BREAKER_WINDOW_S": str(max(1, round(60 * latency_scale))),
+            "IMGQ_BREAKER_OPEN_DURATION_S": str(300 * latency_scale)}
+
+
+def prepare_database(url: str | None) -> str:
+    """A freshly migrated database: the given URL, or a private PostgreSQL database."""
+    from storage.db import migrate
+    from tests.conftest import _drop_everything
+
+    if url is None:
+        admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test",
+                                         isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            exists = conn.execute(sqlalchemy.text(
+                "SELECT 1 FROM pg_database WHERE datname = 'imgq_eta_bench'")).first()
+            if not exists:
+                conn.execute(sqlalchemy.text("CREATE DATABASE imgq_eta_bench"))
+        admin.dispose()
+        url = "postgresql+psycopg://postgres@127.0.0.1:5432/imgq_eta_bench"
+    if url.startswith("postgresql"):
+        _drop_everything(url)
+    migrate(url)
+    return url
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-scale", type=float, default=0.1)
+    parser.add_argument("--concurrency", type=int, default=4, help="threads per worker (2 workers)")
+    parser.add_argument("--steady-s", type=float, default=60.0, help="arrival window, steady load")
+    parser.add_argument("--database-url", default=None,
+                        help="default: a private PostgreSQL database at 127.0.0.1:5432")
+    parser.add_argument("--dump-dir", type=Path, default=None,
+                        help="write each scenario's jobs and timestamps here as JSON")
+    parser.add_argument("--only", nargs="*", default=None, help="scenario names to run")
+    args = parser.parse_args()
+    chosen = [s for s in SCENARIOS if args.only is None or s.name in args.only]
+    begin = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="imgq-eta-") as tmp:
+        work = Path(tmp)
+        procs = []
+        redis_port, sim_port = free_port(), free_port()
+        procs.append(spawn([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+                            "--port", str(redis_port), "--save", "", "--appendonly", "no"],
+                           log=work / "redis.log"))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        simulator_url = f"http://127.0.0.1:{sim_port}"
+        procs.append(spawn([sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1",
+                            "--port", str(sim_port), "--profile", "peak-hours", "--seed", "11"],
+                           log=work / "simulator.log"))
+        stack = None
+        try:
+            _wait_redis(redis_url)
+            wait_http(f"{simulator_url}/_sim/health", proc=procs[-1])
+            database_url = prepare_database(args.database_url)
+            stack = start_stack(work, database_url=database_url, redis_url=redis_url,
+                                simulator_url=simulator_url, image_dir=work / "images",
+                                extra_env=scaled_settings(work, args.latency_scale),
+                                workers=2, concurrency=args.concurrency)
+            bench = Bench(stack, stack.new_tenant("eta-bench"), simulator_url, redis_url,
+                          database_url, args.latency_scale)
+            bench.dump_dir = args.dump_dir
+            print(f"ETA accuracy on the real stack: 2 worker processes x {args.concurrency} "
+                  f"threads = {bench.slots} slots; simulator latencies x {args.latency_scale} "
+                  f"(lognormal per model, peak-hours medians; vendor rate limits and breaker window/open "
+                  f"period scaled alike); start scored for waits >= "
+                  f"{MIN_WAIT_UNSCALED_S * args.latency_scale:.2f}s; errors are |ETA - actual| "
+                  f"in s and % of actual\n", flush=True)
+            for scenario in chosen:
+                duration_s = args.steady_s if scenario.load != "light" else args.steady_s / 2
+                print(bench.run(scenario, duration_s), "\n", flush=True)
+        finally:
+            if stack is not None:
+                stack.stop_all()
+            for proc in reversed(procs):
+                stop(proc)
+    print(f"total runtime {time.monotonic() - begin:.0f}s")
+
+
+def _wait_redis(url: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis.from_url(url).ping():
+                return
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError(f"redis-server at {url} did not start")
+
+
+if __name__ == "__main__":
+    main()
