@@ -10,7 +10,7 @@ under three conditions: ``healthy`` (peak-hours latencies, no errors), ``peak-ho
 model answers ~45 % of calls with a fast 503) and ``outage`` (peak-hours, then a 100 % 503 outage of
 the first model starting half-way through the run). Plus a light load (healthy, no goal).
 
-Each scenario starts with no latency history (the telemetry lists are emptied) and a warm-up burst
+Each scenario starts with no history (latency lists emptied, breakers closed) and a warm-up burst
 of ``4 x slots`` jobs under its profile, so the publisher has fitted latencies and failure rates and
 Gradio's running mean has a value; warm-up jobs are not scored, but count in Gradio's running mean.
 
@@ -137,13 +137,15 @@ class Bench:
         self.sim.post("/_sim/outage", json={"model": FIRST_MODEL, "start_s": 0, "end_s": 3600,
                                             "kind": "overloaded", "rate": 1.0}).raise_for_status()
 
-    def forget_latency_history(self) -> None:
-        for key in self.redis.scan_iter("imgq:v1:latency:*"):
-            self.redis.delete(key)
+    def forget_history(self) -> None:
+        """A fresh start: no latency samples, every breaker closed, no vendor-limit state."""
+        for pattern in ("imgq:v1:latency:*", "imgq:v1:breaker*", "imgq:v1:limits*"):
+            for key in self.redis.scan_iter(pattern):
+                self.redis.delete(key)
 
     def run(self, scenario: Scenario, duration_s: float) -> str:
         self.set_condition(scenario.condition)
-        self.forget_latency_history()
+        self.forget_history()
         warm = self.submit_many(4 * self.slots)
         warm_times = self.times([j["id"] for j in warm])
         mean_service_s = sum(f - s for s, f in warm_times.values()) / len(warm_times)

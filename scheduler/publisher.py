@@ -23,7 +23,6 @@ import math
 import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,7 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from providers.catalogue import Catalogue
 from scheduler import capacity, keys, telemetry
-from scheduler.eta import LatencyModel, ModelEstimate, RunningJob, fit_lognormal, forecast
+from scheduler.eta import EtaCurve, LatencyModel, ModelEstimate, RunningJob, fit_lognormal, forecast
 from scheduler.index import WaitingIndex
 from scheduler.queue import PINNED_ROUTE
 from scheduler.snapshot import SNAPSHOT_CHANNEL
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 FAILURE_WINDOW_S = 60.0
 RECENT_CALLS = 30
 EXACT_POSITIONS = 200
-OVERHEAD_WINDOW_S = 15.0
+OVERHEAD_WINDOW_S = 10.0
 
 Unavailable = Callable[[str], bool]
 
@@ -69,24 +68,29 @@ def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.Late
 class SlotUsage:
     """Per-job slot overhead: slot-seconds not spent in vendor calls, per finished job.
 
-    Measured only over a window in which every slot held a job (an idle slot is not overhead);
-    the last measurement is kept in between. Finished jobs are counted as successful calls.
+    Measured over the last ``window_s`` (at least ``min_window_s``) of an unbroken stretch in
+    which every slot held a job (an idle slot is not overhead); the last measurement is kept in
+    between. Finished jobs are counted as successful calls. What it holds: loading and storing,
+    the hand-over between jobs, and waits for a vendor's rate limit or concurrency cap, which the
+    forecast does not model per model.
     """
 
-    def __init__(self, window_s: float = OVERHEAD_WINDOW_S) -> None:
+    def __init__(self, window_s: float = OVERHEAD_WINDOW_S, min_window_s: float = 5.0) -> None:
         self.window_s = window_s
+        self.min_window_s = min_window_s
         self.overhead_s = 0.0
-        self._ticks: deque[tuple[float, bool]] = deque()
+        self._busy_since_s: float | None = None
 
     def observe(self, now_s: float, slots: int, jobs_in_slots: int,
                 samples: Mapping[str, list[telemetry.LatencySample]]) -> float:
-        self._ticks.append((now_s, slots > 0 and jobs_in_slots >= slots))
-        while len(self._ticks) > 1 and self._ticks[1][0] <= now_s - self.window_s:
-            self._ticks.popleft()
-        covered = self._ticks[0][0] <= now_s - self.window_s
-        if not covered or not all(busy for _, busy in self._ticks):
+        if not (slots > 0 and jobs_in_slots >= slots):
+            self._busy_since_s = None
             return self.overhead_s
-        since_s = now_s - self.window_s
+        if self._busy_since_s is None:
+            self._busy_since_s = now_s
+        since_s = max(self._busy_since_s, now_s - self.window_s)
+        if now_s - since_s < self.min_window_s:
+            return self.overhead_s
         for rows in samples.values():  # a full list may not reach back over the whole window
             if len(rows) >= telemetry.LATENCY_SAMPLES:
                 since_s = max(since_s, rows[-1].at_s)
@@ -169,6 +173,9 @@ class SnapshotPublisher:
                            "failure_rate": round(e.failure_rate, 3)} for m, e in models.items()},
             "curve": curve.to_dict(),
         }
+
+    def build_curve(self) -> EtaCurve:
+        return EtaCurve.from_dict(self.build()["curve"])
 
     def publish_once(self) -> dict[str, Any]:
         snapshot = self.build()

@@ -365,3 +365,28 @@ def test_gradio_estimate_hand_worked() -> None:
 
     assert start_s == pytest.approx(3.0 + 5 * 10.0 / 2)
     assert finish_s == pytest.approx(start_s + 10.0)
+
+
+# --- per-job slot overhead --------------------------------------------------------------------
+
+
+def test_job_overhead_lengthens_every_waiting_jobs_slot_time() -> None:
+    models = {"a": fixed_model("a", 2.0)}
+    plain = forecast(1, [], ("a",), models, exact_positions=3, runs=1)
+    slowed = forecast(1, [], ("a",), models, exact_positions=3, runs=1, job_overhead_s=0.5)
+    assert starts(plain, range(3)) == [0.0, 2.0, 4.0]
+    assert starts(slowed, range(3)) == [0.0, 2.5, 5.0]
+    assert finishes(slowed, range(3)) == [2.5, 5.0, 7.5]
+    assert slowed.mean_service_s == plain.mean_service_s + 0.5
+
+
+def test_running_job_keeps_half_the_overhead_ahead_of_it() -> None:
+    models = {"a": fixed_model("a", 2.0)}
+    curve = forecast(1, [RunningJob(1.5, ("a",))], ("a",), models, exact_positions=1, runs=1,
+                     job_overhead_s=1.0)
+    assert curve.at(0)[0] == pytest.approx(0.5 + 0.5)
+
+
+def test_negative_overhead_is_refused() -> None:
+    with pytest.raises(ValueError, match="job_overhead_s"):
+        forecast(1, [], ("a",), {"a": fixed_model("a", 1.0)}, job_overhead_s=-0.1)
