@@ -133,7 +133,8 @@ def scheduler() -> None:
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
         make_sender(settings.redis_url),
-        buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s)
+        buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
+        reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s)
     publisher = SnapshotPublisher(
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),

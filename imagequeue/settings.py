@@ -30,6 +30,15 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     dispatch_buffer: int = Field(default=1, ge=0, description="Jobs handed out beyond free slots.")
     dispatch_interval_s: float = Field(default=0.5, gt=0)
+    reconcile_interval_s: float = Field(
+        default=30.0, gt=0,
+        description="How often the dispatcher heals Redis from the database and recovers stale "
+                    "dispatches.")
+    dispatch_stale_s: float = Field(
+        default=600.0, gt=0,
+        description="A dispatched job that has not started after this long is put back in the "
+                    "queue (its message was lost or its worker died); keep it above the longest "
+                    "model timeout.")
     worker_heartbeat_s: float = Field(default=2.0, gt=0)
     job_deadline_s: float = Field(default=3600.0, gt=0)
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import capacity, keys
 from scheduler.index import WaitingIndex
-from scheduler.queue import reconcile
+from scheduler.queue import reconcile, recover_stale
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class Dispatcher:
         interval_s: float = 0.5,
         lease_s: float = 5.0,
         reconcile_every_s: float = 30.0,
+        stale_s: float = 600.0,
     ) -> None:
         self.redis = client
         self.index = WaitingIndex(client)
@@ -64,6 +65,7 @@ class Dispatcher:
         self.interval_s = interval_s
         self.lease_ms = int(lease_s * 1000)
         self.reconcile_every_s = reconcile_every_s
+        self.stale_s = stale_s
         self.holder = f"{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
@@ -82,9 +84,10 @@ class Dispatcher:
 
     def dispatch_once(self) -> int:
         """Hand out as many jobs as there are free slots; returns how many were sent."""
-        job_ids = self.index.pop_for_dispatch(self.free_slots())
+        job_ids, token = self.index.take(self.free_slots())
         for job_id in job_ids:
-            self.sender.send_task(keys.GENERATE_TASK, args=[job_id], queue=keys.GENERATE_QUEUE)
+            self.sender.send_task(keys.GENERATE_TASK, args=[job_id, token],
+                                  queue=keys.GENERATE_QUEUE)
         self.dispatched += len(job_ids)
         return len(job_ids)
 
@@ -115,6 +118,10 @@ class Dispatcher:
                     healed = reconcile(self.sessions, self.index)
                     if healed:
                         log.warning("reconciled %d queued jobs missing from the waiting index", healed)
+                    requeued, cleared = recover_stale(self.sessions, self.index, self.stale_s)
+                    if requeued or cleared:
+                        log.warning("stale dispatches: %d put back in the queue, %d cleared",
+                                    requeued, cleared)
                     last_reconcile = time.monotonic()
                 self.index.promote_due()
                 self.dispatch_once()

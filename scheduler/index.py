@@ -58,6 +58,7 @@ class WaitingIndex:
         self._pop = client.register_script(_script("pop.lua"))
         self._position = client.register_script(_script("position.lua"))
         self._promote = client.register_script(_script("promote.lua"))
+        self._requeue = client.register_script(_script("requeue.lua"))
 
     def push(self, entries: Sequence[IndexEntry]) -> None:
         """Add jobs at the tail of their class, in the given order (one script call per chunk)."""
@@ -71,11 +72,33 @@ class WaitingIndex:
         self.wake()
 
     def pop_for_dispatch(self, count: int) -> list[str]:
+        return self.take(count)[0]
+
+    def take(self, count: int) -> tuple[list[str], int]:
+        """Up to ``count`` jobs from the head, now in flight, and their dispatch token (the
+        dispatch time in ms, which a worker checks so that a stale message is never run twice)."""
+        token = now_ms()
         if count <= 0:
-            return []
+            return [], token
         ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND],
-                        args=[_CLASS_COUNT, count, now_ms()])
-        return [_text(i) for i in ids]
+                        args=[_CLASS_COUNT, count, token])
+        return [_text(i) for i in ids], token
+
+    def is_current_dispatch(self, job_id: str, token: int) -> bool:
+        """Whether a worker's message is the job's live dispatch (not one since given up on)."""
+        score = self.redis.zscore(keys.INFLIGHT, job_id)
+        return score is not None and int(score) == int(token)
+
+    def stale_dispatches(self, older_than_ms: int) -> list[str]:
+        ids = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", older_than_ms)
+        return [_text(i) for i in ids]  # type: ignore[arg-type]
+
+    def requeue(self, job_ids: Sequence[str]) -> int:
+        """Return dispatched jobs that never started to their place in the queue."""
+        if not job_ids:
+            return 0
+        return int(self._requeue(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED],
+                                 args=[_CLASS_COUNT, *job_ids]))
 
     def position(self, job_id: str) -> int | None:
         """0 = next to be dispatched; None when the job is not waiting."""

@@ -209,3 +209,21 @@ def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int =
             index.push(missing)
             healed += len(missing)
         last_created, last_id = rows[-1].created_at, rows[-1].id
+
+
+def recover_stale(sessions: sessionmaker[Session], index: WaitingIndex,
+                  stale_s: float) -> tuple[int, int]:
+    """Dispatches older than ``stale_s`` whose job never started go back to their place in the
+    queue (their message was lost, or their worker died first); those whose job has ended are
+    cleared. Returns (requeued, cleared). A late message for a requeued job is ignored by the
+    worker: its dispatch token no longer matches."""
+    stale = index.stale_dispatches(int((time.time() - stale_s) * 1000))
+    if not stale:
+        return 0, 0
+    with sessions() as session:
+        status = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(stale))).all())
+    never_started = [j for j in stale if status.get(j) == JobStatus.QUEUED.value]
+    ended = [j for j in stale if j not in status or JobStatus(status[j]).is_terminal]
+    for job_id in ended:
+        index.finished(job_id)
+    return index.requeue(never_started), len(ended)

@@ -45,8 +45,8 @@ def make_celery(settings: Settings) -> Celery:
     _State.settings = settings
 
     @app.task(name=keys.GENERATE_TASK)
-    def generate(job_id: str) -> str:
-        return run_job(context(), job_id)
+    def generate(job_id: str, dispatch_token: int | None = None) -> str:
+        return run_job(context(), job_id, dispatch_token)
 
     return app
 

@@ -32,8 +32,12 @@ log = logging.getLogger(__name__)
 PARKED = "parked"
 
 
-def run_job(ctx: WorkerContext, job_id: str) -> str:
+def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) -> str:
     """Run a job to a terminal state or park it; returns the status it ended in (or why not)."""
+    if dispatch_token is not None and not _is_current(ctx, job_id, dispatch_token):
+        log.info("job %s: stale dispatch %s (the job was requeued since); ignoring it",
+                 job_id, dispatch_token)
+        return "stale"
     keeps_place = False
     try:
         job = _load(ctx, job_id)
@@ -62,6 +66,14 @@ def run_job(ctx: WorkerContext, job_id: str) -> str:
     finally:
         if not keeps_place:  # a parked job keeps its remembered place in the queue
             ctx.index.finished(job_id)
+
+
+def _is_current(ctx: WorkerContext, job_id: str, token: int) -> bool:
+    try:
+        return ctx.index.is_current_dispatch(job_id, token)
+    except redis.RedisError as exc:  # without Redis we cannot tell: run it (at least once)
+        log.warning("cannot check the dispatch of %s: %s", job_id, exc)
+        return True
 
 
 def _route(ctx: WorkerContext, job: Job) -> tuple[RouteOutcome, Admission]:

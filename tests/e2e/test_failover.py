@@ -7,7 +7,6 @@ open period ends, and return to it when it is healthy again. Vendor limits hold 
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import time
@@ -21,10 +20,10 @@ import redis
 
 from breaker import BreakerState, RedisBreakerStore
 from imagequeue.settings import Settings
-from providers.catalogue import DEFAULT_CATALOGUE_PATH, load_catalogue
+from providers.catalogue import load_catalogue
 from storage.db import migrate
 from tests.conftest import _drop_everything, free_port, spawn, stop
-from tests.stack import RunningStack, start_stack
+from tests.stack import RunningStack, fast_catalogue, start_stack
 from workers.health import policy_source
 
 MODEL_A = "gemini-3-pro-image-preview"
@@ -39,14 +38,9 @@ TERMINAL = ("succeeded", "failed", "canceled", "expired")
 
 
 def capped_catalogue(directory: Path) -> Path:
-    """The shipped catalogue with every model capped at CAP concurrent calls and a rate limit
-    high enough that only the cap bites."""
-    text = DEFAULT_CATALOGUE_PATH.read_text(encoding="utf-8")
-    text = re.sub(r"(?m)^max_concurrency = \d+", f"max_concurrency = {CAP}", text)
-    text = re.sub(r"(?m)^requests_per_minute = \d+", "requests_per_minute = 60000", text)
-    path = directory / "catalogue.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+    """Every model capped at CAP concurrent calls; the rate limit high enough that only the cap
+    bites."""
+    return fast_catalogue(directory, cap=CAP)
 
 
 def sim_profile(simulator_url: str, *, outage_on: str | None) -> None:

@@ -102,3 +102,23 @@ def test_depth_per_lane(index: WaitingIndex) -> None:
                 IndexEntry("b2", "bulk", "t")])
     assert (index.depth("interactive"), index.depth("bulk"), index.depth()) == (1, 2, 3)
     assert index.head(2) == ["i", "b1"]
+
+
+def test_a_dispatch_token_tells_the_live_dispatch_from_a_stale_one(index: WaitingIndex) -> None:
+    index.push([IndexEntry("j")])
+    ids, token = index.take(1)
+    assert ids == ["j"]
+    assert index.is_current_dispatch("j", token)
+    assert not index.is_current_dispatch("j", token - 1)
+    assert index.requeue(["j"]) == 1  # given up on: back at its place
+    assert index.position("j") == 0
+    assert not index.is_current_dispatch("j", token)
+
+
+def test_stale_dispatches_are_found_by_age(index: WaitingIndex) -> None:
+    index.push([IndexEntry("old"), IndexEntry("new")])
+    _, token = index.take(1)
+    assert index.stale_dispatches(token - 1) == []
+    assert index.stale_dispatches(token) == ["old"]
+    assert index.requeue(["old", "never-dispatched"]) == 1
+    assert [index.position(j) for j in ("old", "new")] == [0, 1]
