@@ -272,7 +272,7 @@ def test_two_tenants_batches_interleave_and_interactive_jobs_go_first(
     merged = sorted([(p, "big") for p in big_pos] + [(p, "small") for p in small_pos])
     assert [p for p, _ in merged] == list(range(merged[0][0], merged[0][0] + 10))
     owners = [o for _, o in merged]
-    assert all(a != b for a, b in zip(owners, owners[1:])), merged
+    assert all(a != b for a, b in zip(owners, owners[1:], strict=False)), merged
     with stack.client(api_key) as big:
         deadline = time.monotonic() + 60
         while (batch := big.get(f"/v1/batches/{big_batch['id']}").json())["status"] != "completed":
