@@ -139,7 +139,7 @@ def scheduler() -> None:
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
         catalogue, leader=lambda: dispatcher.leader,
-        unavailable=lambda model: is_red(breakers, model))
+        unavailable=lambda model: is_red(breakers, model), period_s=settings.snapshot_interval_s)
     threading.Thread(target=publisher.run, name="imgq-snapshots", daemon=True).start()
 
     def _stop(*_: Any) -> None:

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, ge=1, le=256)
     dispatch_buffer: int = Field(default=1, ge=0, description="Jobs handed out beyond free slots.")
     dispatch_interval_s: float = Field(default=0.5, gt=0)
+    snapshot_interval_s: float = Field(
+        default=1.0, gt=0, description="How often the scheduler publishes the ETA snapshot.")
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
         description="How often the dispatcher heals Redis from the database and recovers stale "

@@ -80,9 +80,14 @@ class WaitingIndex:
         token = now_ms()
         if count <= 0:
             return [], token
-        ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND],
+        ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND,
+                              keys.DISPATCH_COUNT],
                         args=[_CLASS_COUNT, count, token])
         return [_text(i) for i in ids], token
+
+    def dispatch_count(self) -> int:
+        """Jobs dispatched so far (a snapshot's positions are this much out of date)."""
+        return int(self.redis.get(keys.DISPATCH_COUNT) or 0)
 
     def is_current_dispatch(self, job_id: str, token: int) -> bool:
         """Whether a worker's message is the job's live dispatch (not one since given up on)."""

@@ -15,6 +15,7 @@ Layout (all under the version prefix, so a layout change cannot misread old keys
     imgq:v1:snapshot              STRING JSON queue snapshot with the ETA curve, once a second
     imgq:v1:workers               HASH worker name -> {"concurrency", "expires_at_ms"} heartbeats
     imgq:v1:dispatch:wake         LIST a nudge for the dispatcher (submit, job finished)
+    imgq:v1:dispatch:count        INCR jobs dispatched so far (moves snapshot positions forward)
     imgq:v1:dispatch:lease        STRING holder id of the active dispatcher, with expiry
 """
 
@@ -47,6 +48,7 @@ def latency(model: str) -> str:
 CLASS_KEYS = tuple(waiting(lane, p) for lane in LANES for p in PRIORITIES)
 WORKERS = f"{PREFIX}:workers"
 DISPATCH_WAKE = f"{PREFIX}:dispatch:wake"
+DISPATCH_COUNT = f"{PREFIX}:dispatch:count"
 DISPATCH_LEASE = f"{PREFIX}:dispatch:lease"
 
 # Celery names shared by the dispatcher (sender) and the workers (consumers).

@@ -138,6 +138,7 @@ class SnapshotPublisher:
 
     def build(self) -> dict[str, Any]:
         now_s = time.time()
+        dispatch_count = self.index.dispatch_count()  # before the head is read
         workers = capacity.live_workers(self.redis)
         slots = sum(workers.values())
         running = telemetry.running_jobs(self.redis)
@@ -162,6 +163,7 @@ class SnapshotPublisher:
             queue_depth=sum(depth.values()), job_overhead_s=overhead_s)
         return {
             "as_of_s": now_s,
+            "dispatch_count": dispatch_count,
             "depth": depth,
             "slots": slots,
             "workers": workers,

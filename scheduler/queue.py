@@ -155,7 +155,7 @@ class JobQueue:
             snap = read_snapshot(self.index.redis)
             if position is None or snap is None:
                 return JobView(job, position)
-            start, finish = snap.eta(position)
+            start, finish = snap.eta(position, self.index.dispatch_count())
             return JobView(job, position, start, finish)
         if job.status == JobStatus.RUNNING:
             running = telemetry.running_job(self.index.redis, job.id)

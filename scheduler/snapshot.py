@@ -28,11 +28,18 @@ class Snapshot:
     def age_s(self) -> float:
         return max(0.0, time.time() - self.as_of_s)
 
-    def eta(self, position: int) -> tuple[float | None, float | None]:
-        """(start, finish) in seconds from now for a waiting job; None when no worker is alive."""
+    def eta(self, position: int, dispatch_count: int | None = None
+            ) -> tuple[float | None, float | None]:
+        """(start, finish) in seconds from now for the job at ``position`` now; None when no
+        worker is alive. Jobs dispatched since the snapshot (``dispatch_count`` now, less the
+        snapshot's) had been ahead of it then: the curve is read where the job stood, and the
+        snapshot's age taken off."""
         if not self.curve.available:
             return None, None
-        start, finish = self.curve.at(position)
+        since = 0
+        if dispatch_count is not None:
+            since = max(0, dispatch_count - int(self.data.get("dispatch_count", dispatch_count)))
+        start, finish = self.curve.at(position + since)
         age = self.age_s
         return round(max(0.0, start - age), 1), round(max(0.0, finish - age), 1)
 

@@ -111,7 +111,8 @@ def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
     ahead = 0
     for lane in ("interactive", "bulk"):
         ahead += depth[lane]
-        start, finish = snap.eta(ahead) if snap else (None, None)
+        start, finish = (snap.eta(ahead, svc.queue.index.dispatch_count()) if snap
+                         else (None, None))
         lanes[lane] = {"depth": depth[lane], "new_job_eta_start_seconds": start,
                        "new_job_eta_finish_seconds": finish}
     models = {}

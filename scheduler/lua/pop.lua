@@ -1,6 +1,7 @@
 -- Take up to ARGV[2] jobs from the head of the queue (classes in dispatch order) and mark them in
 -- flight, remembering each job's class and score so a parked job can return to its place.
 -- KEYS[1..C] class ZSETs; KEYS[C+1] inflight ZSET; KEYS[C+2] dispatched HASH; KEYS[C+3] bulk round
+-- KEYS[C+4] dispatch counter (how many jobs have left the queue, for reading old snapshots)
 -- ARGV[1] C; ARGV[2] count; ARGV[3] now (ms)
 local C, want, now = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local inflight, dispatched, round_key = KEYS[C + 1], KEYS[C + 2], KEYS[C + 3]
@@ -22,4 +23,5 @@ for class = 1, C do
     taken[#taken + 1] = job_id
   end
 end
+if #taken > 0 then redis.call('INCRBY', KEYS[C + 4], #taken) end
 return taken

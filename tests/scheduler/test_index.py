@@ -122,3 +122,12 @@ def test_stale_dispatches_are_found_by_age(index: WaitingIndex) -> None:
     assert index.stale_dispatches(token) == ["old"]
     assert index.requeue(["old", "never-dispatched"]) == 1
     assert [index.position(j) for j in ("old", "new")] == [0, 1]
+
+
+def test_the_dispatch_counter_counts_jobs_that_left_the_queue(index: WaitingIndex) -> None:
+    index.push([IndexEntry(f"j{k}") for k in range(5)])
+    before = index.dispatch_count()
+    index.take(2)
+    index.take(0)
+    index.take(10)
+    assert index.dispatch_count() - before == 5

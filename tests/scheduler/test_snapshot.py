@@ -1,0 +1,35 @@
+"""Reading a published snapshot: ETAs for a job's position now, from a curve computed earlier."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from scheduler.eta import EtaCurve
+from scheduler.snapshot import Snapshot
+
+
+def snapshot(age_s: float, dispatch_count: int) -> Snapshot:
+    curve = EtaCurve(slots=1, mean_service_s=2.0, start_s=tuple(2.0 * p for p in range(10)),
+                     finish_s=tuple(2.0 * p + 2.0 for p in range(10)), queue_depth=10)
+    return Snapshot(time.time() - age_s, curve, {"interactive": 10, "bulk": 0},
+                    {"dispatch_count": dispatch_count, "models": {}})
+
+
+def test_a_fresh_snapshot_reads_the_curve_at_the_position() -> None:
+    assert snapshot(0.0, 100).eta(3, 100) == (6.0, 8.0)
+
+
+def test_jobs_dispatched_since_the_snapshot_are_accounted_for() -> None:
+    # Two jobs left the queue since the snapshot: the job now at position 1 was at 3 then,
+    # and 1.5 s of the 6 s it had to wait then have passed.
+    start, finish = snapshot(1.5, 100).eta(1, 102)
+    assert start == pytest.approx(4.5, abs=0.05)
+    assert finish == pytest.approx(6.5, abs=0.05)
+
+
+def test_an_eta_never_goes_below_zero_and_no_workers_means_no_eta() -> None:
+    assert snapshot(30.0, 0).eta(0, 0) == (0.0, 0.0)
+    idle = Snapshot(time.time(), EtaCurve(0, 2.0, (), (), 3), {}, {"models": {}})
+    assert idle.eta(2, 0) == (None, None)
