@@ -32,6 +32,11 @@ def concurrency_holders(model: str, prefix: str = LIMITS_PREFIX) -> str:
     return f"{prefix}:concurrency:{model}"
 
 
-def rate_tat(model: str, prefix: str = LIMITS_PREFIX) -> str:
-    """String: the GCRA theoretical arrival time (epoch ms) of the requests-per-minute limit."""
+def rate_window(model: str, prefix: str = LIMITS_PREFIX) -> str:
+    """Sorted set: call id -> call time (epoch ms) of the calls in the last minute."""
     return f"{prefix}:rate:{model}"
+
+
+def rate_seq(model: str, prefix: str = LIMITS_PREFIX) -> str:
+    """String: counter giving each counted call a unique id."""
+    return f"{prefix}:rate:{model}:seq"

@@ -7,7 +7,6 @@ errors, ``acquire`` says yes and ``try_acquire_rate`` says "no wait".
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import redis
@@ -48,12 +47,13 @@ class VendorLimits:
     def release(self, model: str, holder_id: str) -> None:
         self._semaphore_call("release", model, holder_id, 0, 0, fail_open=False)
 
-    def try_acquire_rate(self, model: str, rpm: float, burst: int = 1) -> float:
-        """0.0 if a call may start now (it is counted), else the seconds to wait first."""
-        interval_ms = max(1, math.floor(60_000 / rpm))
+    def try_acquire_rate(self, model: str, rpm: int, window_s: float = 60.0) -> float:
+        """0.0 if a call may start now (it is counted), else the seconds to wait first: at most
+        ``rpm`` calls in any ``window_s`` (60 s) across the cluster."""
         try:
-            wait_ms = self._rate(keys=[keys.rate_tat(model, self._prefix)],
-                                 args=[interval_ms, burst, self._now_arg()])
+            wait_ms = self._rate(keys=[keys.rate_window(model, self._prefix),
+                                       keys.rate_seq(model, self._prefix)],
+                                 args=[max(1, int(rpm)), to_ms(window_s), self._now_arg()])
         except REDIS_FAILURES as error:
             self.guard.failed("rate", error)
             return 0.0

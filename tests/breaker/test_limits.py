@@ -82,22 +82,31 @@ def test_renewing_keeps_a_slot_and_reacquiring_does_not_take_a_second(
     assert not limits.acquire(MODEL, limit=2, holder_id="d", ttl_s=10)
 
 
-def test_the_rate_limit_spaces_calls_by_sixty_seconds_over_rpm(redis_client: redis.Redis) -> None:
+def test_the_rate_limit_lets_a_minutes_worth_through_then_waits_for_the_oldest(
+    redis_client: redis.Redis,
+) -> None:
     clock = Clock()
     limits = VendorLimits(redis_client, clock_ms=clock)
-    assert limits.try_acquire_rate(MODEL, rpm=600) == 0.0
-    assert limits.try_acquire_rate(MODEL, rpm=600) == 0.1
-    clock.advance(0.06)
-    assert limits.try_acquire_rate(MODEL, rpm=600) == 0.04
-    clock.advance(0.04)
-    assert limits.try_acquire_rate(MODEL, rpm=600) == 0.0
+    assert [limits.try_acquire_rate(MODEL, rpm=3) for _ in range(3)] == [0.0, 0.0, 0.0]
+    clock.advance(10)
+    assert limits.try_acquire_rate(MODEL, rpm=3) == 50.0  # the first call leaves at t=60 s
+    clock.advance(50)  # t=60 s: the first three calls have left the window
+    assert [limits.try_acquire_rate(MODEL, rpm=3) for _ in range(4)] == [0.0, 0.0, 0.0, 60.0]
 
 
-def test_the_rate_limit_allows_a_burst_then_spaces(redis_client: redis.Redis) -> None:
+def test_no_sixty_second_window_ever_holds_more_than_rpm_calls(
+    redis_client: redis.Redis,
+) -> None:
     clock = Clock()
     limits = VendorLimits(redis_client, clock_ms=clock)
-    waits = [limits.try_acquire_rate(MODEL, rpm=60, burst=3) for _ in range(4)]
-    assert waits == [0.0, 0.0, 0.0, 1.0]
+    granted_s: list[float] = []
+    for _ in range(600):  # a caller trying every 0.5 s for 5 minutes
+        if limits.try_acquire_rate(MODEL, rpm=20) == 0.0:
+            granted_s.append(clock.now_ms / 1000)
+        clock.advance(0.5)
+    assert len(granted_s) == 100  # 20 per minute over 5 minutes
+    for k, start in enumerate(granted_s):
+        assert sum(1 for t in granted_s[k:] if t < start + 60) <= 20
 
 
 def test_callers_that_wait_as_told_are_spaced_on_the_redis_clock(
@@ -106,12 +115,12 @@ def test_callers_that_wait_as_told_are_spaced_on_the_redis_clock(
     limits = VendorLimits(redis_client)
     started_s: list[float] = []
     while len(started_s) < 5:
-        wait_s = limits.try_acquire_rate(MODEL, rpm=1200)  # one call per 50 ms
+        wait_s = limits.try_acquire_rate(MODEL, rpm=2, window_s=0.1)  # two per 100 ms
         if wait_s == 0.0:
             started_s.append(time.monotonic())
         else:
             time.sleep(wait_s)
-    assert started_s[-1] - started_s[0] >= 4 * 0.05 - 0.005
+    assert started_s[-1] - started_s[0] >= 0.2 - 0.005  # calls 3 and 5 wait a window each
 
 
 def test_limits_fail_open_when_redis_is_unreachable() -> None:

@@ -45,7 +45,7 @@ def admin(stack: RunningStack, simulator: str) -> Iterator[httpx.Client]:
     """The admin API with the right token; every breaker reset before and after the test, and
     the vendors' per-minute budgets fresh (Gemini 3 Pro allows one call every 3 s)."""
     client = redis.Redis.from_url(stack.env["IMGQ_REDIS_URL"])
-    client.delete(*(keys.rate_tat(model) for model in load_catalogue().models))
+    client.delete(*(keys.rate_window(model) for model in load_catalogue().models))
     client.close()
     with httpx.Client(base_url=stack.api_url, timeout=30,
                       headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
