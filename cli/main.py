@@ -15,9 +15,8 @@ from rich.table import Table
 from cli.batches import is_batch_file, submit_file
 from cli.batches import register as register_batch_commands
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
-from cli.operator import catalogue_or_exit
+from cli.operator import catalogue_or_exit, settings_or_exit
 from cli.operator import register as register_operator_commands
-from imagequeue.settings import Settings
 
 app = typer.Typer(
     help="imagequeue: a job queue for text-to-image generation that fails over between vendors.",
@@ -48,7 +47,7 @@ def up(
     """Start the API, worker(s), the scheduler and (without vendor keys) the simulator. Ctrl-C stops all."""
     from cli.localstack import start_local_stack
 
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue_or_exit(settings)
     stack, info = start_local_stack(settings, api_port=port, workers=workers,
                                     profile=profile, latency_scale=latency_scale)
@@ -86,7 +85,7 @@ def demo(
     breaker open, and the tally of which model served what (about a minute)."""
     from cli.demo import run_demo
 
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue_or_exit(settings)
     raise typer.Exit(run_demo(settings, prompts=prompts, profile=profile,
                               latency_scale=latency_scale))
@@ -101,7 +100,7 @@ def worker(
     """Run a Celery worker that executes image jobs."""
     from workers.app import make_celery
 
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue_or_exit(settings)
     if concurrency:
         settings.worker_concurrency = concurrency
@@ -126,7 +125,7 @@ def scheduler() -> None:
     from api.breakers import is_red
     from workers.health import make_breaker_store
 
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
     breakers = make_breaker_store(settings, catalogue)
     dispatcher = Dispatcher(
@@ -165,7 +164,7 @@ def api(
     from api.app import create_app
     from storage.db import migrate
 
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue_or_exit(settings)
     migrate(settings.database_url)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
@@ -189,7 +188,7 @@ def migrate() -> None:
     """Create or upgrade the database schema."""
     from storage.db import migrate as run_migrations
 
-    settings = Settings()
+    settings = settings_or_exit()
     run_migrations(settings.database_url)
     console.print(f"schema is up to date at {settings.database_url}")
 
@@ -203,7 +202,7 @@ def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name
     from storage.db import migrate as run_migrations
     from storage.tenants import create_tenant
 
-    settings = Settings()
+    settings = settings_or_exit()
     run_migrations(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     try:

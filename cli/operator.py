@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import redis
 import typer
+from pydantic import ValidationError
 from rich import box
 from rich.console import Console
 from rich.table import Column, Table
@@ -35,6 +36,21 @@ breaker_app = typer.Typer(
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts).")]
 Model = Annotated[str, typer.Argument(help="A model id from `imgq models`.")]
 COLOURS = {"green": "green", "yellow": "yellow", "red": "red"}
+
+
+def settings_or_exit() -> Settings:
+    """The settings from the environment; a bad value ends the command naming the variable, the
+    value and what is wrong (exit code 2), not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors.print("[bold red]Invalid settings in the environment:[/]", highlight=False)
+        for error in exc.errors():
+            name = "IMGQ_" + "_".join(str(p) for p in error["loc"][:1]).upper()
+            errors.print(f"  {name}={error.get('input')!r}: {error['msg']}", highlight=False,
+                         soft_wrap=True, markup=False)
+        errors.print("Fix or unset these variables (see imagequeue/settings.py for each one).")
+        raise typer.Exit(2) from None
 
 
 def catalogue_or_exit(settings: Settings) -> Catalogue:
@@ -84,7 +100,7 @@ def register(app: typer.Typer) -> None:
 def models(as_json: AsJson = False) -> None:
     """The catalogue: every model, its vendor and price, whether it is configured (or which
     variable to set) and its breaker's state; then the routes."""
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
     if settings.simulator_url:
         catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
@@ -145,7 +161,7 @@ def breaker_list(
     """Every model's breaker: state, health colour, window figures and last transitions."""
     if ctx.invoked_subcommand is not None:
         return
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
     store = _shared_store(settings, catalogue)
     try:
@@ -195,7 +211,7 @@ def _operator() -> str:
 
 
 def _act(model: str, action: breakers.Action, as_json: bool, reason: str | None = None) -> None:
-    settings = Settings()
+    settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
     try:
         breakers.check_model(model, catalogue.models)

@@ -176,3 +176,16 @@ def test_a_broken_catalogue_stops_start_up_with_file_entry_and_reason(
     assert f"file:   {broken_catalogue}" in result.stderr
     assert "entry:  model 'flux-2-pro'" in result.stderr
     assert "reason: unknown wire_format 'bfl-v2'" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["models"], ["worker"], ["scheduler"], ["api"], ["up"]])
+def test_a_bad_setting_stops_start_up_naming_the_variable_and_the_problem(
+        command: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *command], capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200",
+                            "IMGQ_WORKER_CONCURRENCY": "lots", "IMGQ_BREAKER_MODE": "maybe"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "IMGQ_WORKER_CONCURRENCY='lots': Input should be a valid integer" in result.stderr
+    assert "IMGQ_BREAKER_MODE='maybe': Input should be 'shared', 'local' or 'off'" in result.stderr
