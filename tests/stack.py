@@ -18,14 +18,15 @@ from providers.catalogue import DEFAULT_CATALOGUE_PATH
 from tests.conftest import free_port, spawn, stop, wait_http
 
 
-def fast_catalogue(directory: Path, *, cap: int | None = None, rpm: int = 60_000) -> Path:
+def fast_catalogue(directory: Path, *, cap: int | None = None, rpm: int = 60_000,
+                   name: str = "catalogue.toml") -> Path:
     """The shipped catalogue with a rate limit high enough not to slow tests down (and, if given,
     every model capped at ``cap`` concurrent calls)."""
     text = DEFAULT_CATALOGUE_PATH.read_text(encoding="utf-8")
     if cap is not None:
         text = re.sub(r"(?m)^max_concurrency = \d+", f"max_concurrency = {cap}", text)
     text = re.sub(r"(?m)^requests_per_minute = \d+", f"requests_per_minute = {rpm}", text)
-    path = directory / "catalogue.toml"
+    path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -88,9 +89,9 @@ def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_u
         "IMGQ_DATABASE_URL": database_url, "IMGQ_REDIS_URL": redis_url,
         "IMGQ_SIMULATOR_URL": simulator_url, "IMGQ_IMAGE_DIR": str(image_dir),
         "IMGQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "IMGQ_DISPATCH_INTERVAL_S": "0.2",
-        "IMGQ_WORKER_HEARTBEAT_S": "0.5", "IMGQ_CATALOGUE_PATH": str(fast_catalogue(log_dir)),
-        **(extra_env or {}),
+        "IMGQ_WORKER_HEARTBEAT_S": "0.5", **(extra_env or {}),
     }
+    env.setdefault("IMGQ_CATALOGUE_PATH", str(fast_catalogue(log_dir, name="fast-catalogue.toml")))
     stack = RunningStack(f"http://127.0.0.1:{port}", env, log_dir)
     stack.procs["api"] = spawn(
         [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port",

@@ -319,7 +319,9 @@ def test_a_private_address_webhook_is_refused_at_submit(
 
 
 def test_canceling_a_running_batch_stops_new_provider_calls(
-        client: httpx.Client, simulator_url: str) -> None:
+        client: httpx.Client, simulator: str) -> None:
+    """(``simulator`` empties the call log first: the same prompts ran on the other database.)"""
+    simulator_url = simulator
     created = client.post("/v1/batches", content=prompts_jsonl(600, "cancel"))
     batch_id = created.json()["id"]
     deadline = time.monotonic() + 60
