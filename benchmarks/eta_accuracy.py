@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -49,6 +47,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import eta_scoring as scoring  # noqa: E402
+from providers.catalogue import DEFAULT_CATALOGUE_PATH  # noqa: E402
 from providers.simulator.profile import BUILTIN_PROFILES  # noqa: E402
 from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
 from tests.stack import RunningStack, start_stack  # noqa: E402
@@ -232,16 +231,14 @@ def _epoch(moment: datetime) -> float:
 def scaled_settings(work: Path, latency_scale: float) -> dict[str, str]:
     """Every time constant of the stack scaled like the simulator's latencies, as environment.
 
-    The vendors' requests-per-minute limits, the breaker's window and open period: left at their
-    real values, a 10x faster simulator would meet 10x tighter rate limits and a breaker that
-    stays open for the whole run, which is not the system the unscaled figures describe.
+    The vendors' requests-per-minute limits (as a shorter rate window, so bursts scale too), the
+    breaker's window and open period: left at their real values, a 10x faster simulator would
+    meet 10x tighter rate limits and a breaker that stays open for the whole run, which is not
+    the system the unscaled figures describe.
     """
-    text = (REPO_ROOT / "providers" / "catalogue.toml").read_text()
-    text = re.sub(r"(?m)^requests_per_minute = (\d+)",
-                  lambda m: f"requests_per_minute = {math.ceil(int(m[1]) / latency_scale)}", text)
-    catalogue = work / "catalogue.toml"
-    catalogue.write_text(text)
-    return {"IMGQ_CATALOGUE_PATH": str(catalogue),
+    del work
+    return {"IMGQ_CATALOGUE_PATH": str(DEFAULT_CATALOGUE_PATH),  # the shipped limits, as they are
+            "IMGQ_VENDOR_RATE_WINDOW_S": str(60 * latency_scale),
             "IMGQ_BREAKER_WINDOW_S": str(max(1, round(60 * latency_scale))),
             "IMGQ_BREAKER_OPEN_DURATION_S": str(300 * latency_scale)}
 

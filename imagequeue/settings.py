@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     breaker_probe_margin_s: float = Field(
         default=30.0, gt=0,
         description="A probe round lasts the model's timeout plus this, then may start again.")
+    vendor_rate_window_s: float = Field(
+        default=60.0, gt=0,
+        description="The window of the catalogue's requests_per_minute limits (60 s; shorter only "
+                    "to scale time down in benchmarks).")
     vendor_slot_wait_s: float = Field(
         default=2.0, ge=0,
         description="How long an attempt waits for a model's concurrency slot or rate budget "

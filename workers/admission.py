@@ -79,6 +79,7 @@ def denial_message(decision: Decision, misconfigured_reason: str | None = None) 
 class LimitsConfig:
     slot_wait_s: float = 2.0
     slot_margin_s: float = 30.0
+    rate_window_s: float = 60.0  # the catalogue's limits are per minute
 
 
 @dataclass
@@ -137,7 +138,8 @@ class Admission(AttemptHooks):
                 return f"concurrency cap reached ({model.max_concurrency} calls in flight)"
             time.sleep(POLL_INTERVAL_S)
         self._holders[model.id] = holder
-        while (wait_s := self.limits.try_acquire_rate(model.id, model.requests_per_minute)) > 0:
+        while (wait_s := self.limits.try_acquire_rate(
+                model.id, model.requests_per_minute, self.config.rate_window_s)) > 0:
             if time.monotonic() + wait_s > give_up_at:
                 self.released(model)
                 return f"rate limit reached ({model.requests_per_minute} requests per minute)"

@@ -85,7 +85,8 @@ def _route(ctx: WorkerContext, job: Job) -> tuple[RouteOutcome, Admission]:
         return call_provider(ctx.http, model, req)
 
     admission = Admission(ctx.breaker, ctx.limits, job.id, LimitsConfig(
-        ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s))
+        ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
+        ctx.settings.vendor_rate_window_s))
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
     return walk(models, request, call, CompositeHooks([admission, telemetry_hooks])), admission
 
