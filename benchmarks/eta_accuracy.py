@@ -239,6 +239,7 @@ def scaled_settings(work: Path, latency_scale: float) -> dict[str, str]:
     del work
     return {"IMGQ_CATALOGUE_PATH": str(DEFAULT_CATALOGUE_PATH),  # the shipped limits, as they are
             "IMGQ_VENDOR_RATE_WINDOW_S": str(60 * latency_scale),
+            "IMGQ_VENDOR_SLOT_WAIT_S": str(2.0 * latency_scale),
             "IMGQ_BREAKER_WINDOW_S": str(max(1, round(60 * latency_scale))),
             "IMGQ_BREAKER_OPEN_DURATION_S": str(300 * latency_scale)}
 
