@@ -21,10 +21,18 @@ Modelling choices:
   attempt, plus the remaining models of the route if it fails.
 * Jobs take the earliest free slot in queue order. More running jobs than slots (capacity just
   shrank) queue ahead of the waiting jobs.
+* Vendor limits (``VendorLimit``) are simulated as the workers enforce them: a model takes at most
+  ``calls_per_window`` call starts in any ``window_s`` (a sliding log, seeded with the calls
+  already started) and ``max_concurrency`` calls in flight. An attempt that would wait longer than
+  ``slot_wait_s`` for a rate token skips the model at once; one that finds the cap full skips it
+  after ``slot_wait_s``. Without this, a burst is forecast as if every job got the first model of
+  its route, while most are sent on to the next one when the first's rate budget is spent.
+  Running jobs' later attempts ignore the limits.
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import random
@@ -39,6 +47,7 @@ __all__ = [
     "LatencyModel",
     "ModelEstimate",
     "RunningJob",
+    "VendorLimit",
     "expected_service_s",
     "fit_lognormal",
     "forecast",
@@ -52,6 +61,27 @@ _Step = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
+class VendorLimit:
+    """A model's vendor limits as the workers enforce them (see ``workers.admission``).
+
+    ``recent_starts_s``: when calls already admitted started, in seconds relative to the forecast
+    (<= 0); those within the last ``window_s`` still hold rate tokens.
+    """
+
+    calls_per_window: int
+    window_s: float
+    max_concurrency: int
+    slot_wait_s: float = 0.0
+    recent_starts_s: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.calls_per_window < 1 or self.max_concurrency < 1:
+            raise ValueError("calls_per_window and max_concurrency must be >= 1")
+        if self.window_s <= 0.0 or self.slot_wait_s < 0.0:
+            raise ValueError("need window_s > 0 and slot_wait_s >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class ModelEstimate:
     """What the simulation knows of one model right now."""
 
@@ -59,12 +89,18 @@ class ModelEstimate:
     success_latency: LatencyModel
     failure_rate: float
     failure_latency_s: float
+    limit: VendorLimit | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.failure_rate <= 1.0:
             raise ValueError(f"{self.model}: failure_rate {self.failure_rate} is not in [0, 1]")
         if self.failure_latency_s < 0.0:
             raise ValueError(f"{self.model}: failure_latency_s must be >= 0")
+
+    @property
+    def skipped(self) -> bool:
+        """The router skips it without a call (an open breaker): no vendor limit is touched."""
+        return self.failure_rate >= 1.0 and self.failure_latency_s == 0.0
 
     @property
     def mean_attempt_s(self) -> float:
@@ -137,8 +173,12 @@ def forecast(
     if slots == 0:
         return EtaCurve(0, mean_service_s, (), (), queue_depth)
 
+    position_routes = [routes[p % len(routes)] for p in range(exact_positions)]
+    if any(models[m].limit is not None for route in set(routes) for m in route):
+        return _forecast_limited(slots, running, position_routes, models, runs, seed,
+                                 queue_depth, job_overhead_s)
     plans = {route: _plan(route, models) for route in set(routes)}
-    position_plans = [plans[routes[p % len(routes)]] for p in range(exact_positions)]
+    position_plans = [plans[route] for route in position_routes]
     rng = random.Random(seed)
     start_runs: list[list[float]] = []
     finish_runs: list[list[float]] = []
@@ -170,6 +210,118 @@ def gradio_estimate(
         return math.inf, math.inf
     start_s = time_until_slot_free_s + position * mean_service_s / slots
     return start_s, start_s + mean_service_s
+
+
+class _LimitState:
+    """One run's view of a model's vendor limits: the sliding log of call starts, calls in flight."""
+
+    __slots__ = ("limit", "starts_s", "in_flight_ends_s")
+
+    def __init__(self, limit: VendorLimit) -> None:
+        self.limit = limit
+        self.starts_s = sorted(t for t in limit.recent_starts_s if t > -limit.window_s)
+        self.in_flight_ends_s: list[float] = []
+
+    def admit(self, at_s: float) -> tuple[bool, float]:
+        """(admitted, when): the call's start after any wait, or when the model was given up."""
+        limit = self.limit
+        ends = self.in_flight_ends_s
+        while ends and ends[0] <= at_s:
+            heapq.heappop(ends)
+        if len(ends) >= limit.max_concurrency:
+            if ends[0] - at_s > limit.slot_wait_s:
+                return False, at_s + limit.slot_wait_s
+            at_s = heapq.heappop(ends)
+        starts = self.starts_s
+        cut = bisect.bisect_right(starts, at_s - limit.window_s)
+        if cut:
+            del starts[:cut]
+        # Calls simulated after ``at_s`` count too: jobs are walked in start order, not call order.
+        in_window = len(starts)
+        if in_window >= limit.calls_per_window:
+            # The call may start when enough of the window's calls have aged out of it.
+            ready_s = starts[in_window - limit.calls_per_window] + limit.window_s
+            if ready_s - at_s > limit.slot_wait_s:
+                return False, at_s
+            at_s = ready_s
+        bisect.insort(starts, at_s)
+        return True, at_s
+
+    def called(self, end_s: float) -> None:
+        heapq.heappush(self.in_flight_ends_s, end_s)
+
+
+def _forecast_limited(
+    slots: int,
+    running: Sequence[RunningJob],
+    position_routes: Sequence[Route],
+    models: Mapping[str, ModelEstimate],
+    runs: int,
+    seed: int,
+    queue_depth: int | None,
+    job_overhead_s: float,
+) -> EtaCurve:
+    """``forecast`` with vendor limits: every attempt of a waiting job goes through admission.
+
+    The tail's slope is the simulated slot time per job over the second half of the exact
+    positions, by when the limits have shaped the mix of models that serve the queue.
+    """
+    rng = random.Random(seed)
+    start_runs: list[list[float]] = []
+    finish_runs: list[list[float]] = []
+    tail_from = len(position_routes) // 2
+    slot_s_per_job: list[float] = []
+    for _ in range(runs):
+        limits = {name: _LimitState(e.limit) for name, e in models.items() if e.limit is not None}
+        free_at_s = [0.0] * slots
+        for job in running:
+            remaining_s = _sample_remaining(job, models, rng)
+            state = limits.get(job.route[job.model_index])
+            if state is not None:
+                state.called(free_at_s[0] + remaining_s)
+            heapq.heapreplace(free_at_s, free_at_s[0] + remaining_s + 0.5 * job_overhead_s)
+        starts: list[float] = []
+        finishes: list[float] = []
+        for route in position_routes:
+            start_s = free_at_s[0]
+            finish_s = _walk_limited(route, start_s, models, limits, rng) + job_overhead_s
+            heapq.heapreplace(free_at_s, finish_s)
+            starts.append(start_s)
+            finishes.append(finish_s)
+        slot_s_per_job += [f - s for s, f in zip(starts[tail_from:], finishes[tail_from:],
+                                                 strict=True)]
+        start_runs.append(starts)
+        finish_runs.append(finishes)
+    return EtaCurve(
+        slots=slots,
+        mean_service_s=math.fsum(slot_s_per_job) / len(slot_s_per_job),
+        start_s=_column_means_ms(start_runs, runs),
+        finish_s=_column_means_ms(finish_runs, runs),
+        queue_depth=queue_depth,
+    )
+
+
+def _walk_limited(route: Route, at_s: float, models: Mapping[str, ModelEstimate],
+                  limits: Mapping[str, _LimitState], rng: random.Random) -> float:
+    """When a job that starts its route at ``at_s`` leaves its slot (before overhead)."""
+    for name in route:
+        estimate = models[name]
+        if estimate.skipped:
+            continue
+        state = limits.get(name)
+        if state is not None:
+            admitted, at_s = state.admit(at_s)
+            if not admitted:
+                continue
+        failed = estimate.failure_rate > 0.0 and rng.random() < estimate.failure_rate
+        call_s = (estimate.failure_latency_s if failed
+                  else estimate.success_latency.sample(rng))
+        if state is not None:
+            state.called(at_s + call_s)
+        at_s += call_s
+        if not failed:
+            return at_s
+    return at_s
 
 
 def _simulate_queue(

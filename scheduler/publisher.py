@@ -13,6 +13,12 @@ Two things the vendor calls alone do not show are measured too:
 * A job holds its slot longer than its calls (loading, storing images, the hand-over to the next
   job). While every slot is taken, the slot-seconds not spent in calls per finished job is that
   overhead (``SlotUsage``); the forecast adds it to every job.
+
+Each model's vendor limits (the catalogue's ``max_concurrency`` and ``requests_per_minute`` over
+the workers' rate window, the workers' wait for a slot) go into the forecast with the calls started
+in the last window (finished ones from the latency samples, running ones from their attempt
+marks): a spent rate budget sends jobs on to the next model of their route, which the forecast
+must know to get the mix of models serving a burst right.
 """
 
 from __future__ import annotations
@@ -24,15 +30,24 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.catalogue import Catalogue
+from providers.catalogue import Catalogue, ModelSpec
 from scheduler import capacity, keys, telemetry
-from scheduler.eta import EtaCurve, LatencyModel, ModelEstimate, RunningJob, fit_lognormal, forecast
+from scheduler.eta import (
+    EtaCurve,
+    LatencyModel,
+    ModelEstimate,
+    RunningJob,
+    VendorLimit,
+    fit_lognormal,
+    forecast,
+)
 from scheduler.index import WaitingIndex
 from scheduler.queue import PINNED_ROUTE
 from scheduler.snapshot import SNAPSHOT_CHANNEL
@@ -48,8 +63,33 @@ OVERHEAD_WINDOW_S = 10.0
 Unavailable = Callable[[str], bool]
 
 
+@dataclass(frozen=True)
+class WorkerLimits:
+    """How workers apply the catalogue's vendor limits (settings ``vendor_rate_window_s`` and
+    ``vendor_slot_wait_s``)."""
+
+    rate_window_s: float = 60.0
+    slot_wait_s: float = 2.0
+
+
+def vendor_limit(spec: ModelSpec, rows: list[telemetry.LatencySample],
+                 running: list[telemetry.RunningInfo], now_s: float,
+                 config: WorkerLimits) -> VendorLimit:
+    """The model's limits and the calls that hold its rate tokens now (started within a window)."""
+    starts_s = [r.at_s - r.latency_s for r in rows]
+    starts_s += [r.attempt_started_s for r in running if r.model == spec.id]
+    recent = tuple(sorted(t - now_s for t in starts_s if 0.0 >= t - now_s > -config.rate_window_s))
+    return VendorLimit(calls_per_window=max(1, int(spec.requests_per_minute)),
+                       window_s=config.rate_window_s,
+                       max_concurrency=max(1, int(spec.max_concurrency)),
+                       slot_wait_s=config.slot_wait_s, recent_starts_s=recent)
+
+
 def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.LatencySample]],
-                    now_s: float, unavailable: Unavailable | None = None) -> dict[str, ModelEstimate]:
+                    now_s: float, unavailable: Unavailable | None = None,
+                    running: list[telemetry.RunningInfo] | None = None,
+                    limits: WorkerLimits | None = None) -> dict[str, ModelEstimate]:
+    """Per model: fitted latency, recent failure rate, and (given ``limits``) vendor limits."""
     estimates = {}
     for model_id, spec in catalogue.models.items():
         rows = samples.get(model_id, [])
@@ -61,7 +101,10 @@ def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.Late
         failure_latency_s = statistics.median(failures) if failures else 0.05 * spec.baseline_latency_s
         if unavailable is not None and unavailable(model_id):
             failure_rate, failure_latency_s = 1.0, 0.0  # the router skips it at once
-        estimates[model_id] = ModelEstimate(model_id, success, failure_rate, failure_latency_s)
+        limit = (None if limits is None
+                 else vendor_limit(spec, rows, running or [], now_s, limits))
+        estimates[model_id] = ModelEstimate(model_id, success, failure_rate, failure_latency_s,
+                                            limit)
     return estimates
 
 
@@ -106,7 +149,8 @@ class SlotUsage:
 class SnapshotPublisher:
     def __init__(self, client: redis.Redis, sessions: sessionmaker[Session], catalogue: Catalogue,
                  *, unavailable: Unavailable | None = None, period_s: float = 1.0,
-                 leader: Callable[[], bool] = lambda: True) -> None:
+                 leader: Callable[[], bool] = lambda: True,
+                 limits: WorkerLimits | None = None) -> None:
         self.redis = client
         self.index = WaitingIndex(client)
         self.sessions = sessions
@@ -116,6 +160,7 @@ class SnapshotPublisher:
         self.leader = leader
         self.stopping = threading.Event()
         self.slot_usage = SlotUsage()
+        self.limits = limits or WorkerLimits()
 
     def route_models(self, route: str, requested_model: str | None) -> tuple[str, ...]:
         if route == PINNED_ROUTE or route not in self.catalogue.routes:
@@ -143,7 +188,8 @@ class SnapshotPublisher:
         slots = sum(workers.values())
         running = telemetry.running_jobs(self.redis)
         samples = telemetry.latency_samples(self.redis, list(self.catalogue.models))
-        models = model_estimates(self.catalogue, samples, now_s, self.unavailable)
+        models = model_estimates(self.catalogue, samples, now_s, self.unavailable, running,
+                                 self.limits)
         in_calls = {r.job_id for r in running}
         pending = [j for j in self.inflight() if j not in in_calls]
         head = self.index.head(EXACT_POSITIONS)

@@ -14,6 +14,7 @@ from scheduler.eta import (
     LatencyModel,
     ModelEstimate,
     RunningJob,
+    VendorLimit,
     expected_service_s,
     fit_lognormal,
     forecast,
@@ -390,3 +391,61 @@ def test_running_job_keeps_half_the_overhead_ahead_of_it() -> None:
 def test_negative_overhead_is_refused() -> None:
     with pytest.raises(ValueError, match="job_overhead_s"):
         forecast(1, [], ("a",), {"a": fixed_model("a", 1.0)}, job_overhead_s=-0.1)
+
+
+# --- vendor limits ------------------------------------------------------------------------------
+
+
+def limited_model(name: str, duration_s: float, limit: VendorLimit) -> ModelEstimate:
+    return ModelEstimate(name, LatencyModel.fixed(duration_s), 0.0, 1.0, limit)
+
+
+def test_a_spent_rate_budget_sends_jobs_on_to_the_next_model_of_the_route() -> None:
+    # "a" takes 2 calls per 10 s window; waiting for a token is not allowed.
+    limit = VendorLimit(calls_per_window=2, window_s=10.0, max_concurrency=8)
+    models = {"a": limited_model("a", 4.0, limit), "b": fixed_model("b", 1.0)}
+    curve = forecast(4, [], ("a", "b"), models, exact_positions=4, runs=1)
+    # Two jobs get "a" (4 s), the other two skip it at once and take "b" (1 s).
+    assert finishes(curve, range(4)) == [4.0, 4.0, 1.0, 1.0]
+
+
+def test_calls_started_before_the_forecast_hold_the_rate_budget_until_they_age_out() -> None:
+    limit = VendorLimit(calls_per_window=1, window_s=10.0, max_concurrency=8,
+                        slot_wait_s=3.0, recent_starts_s=(-8.0,))
+    models = {"a": limited_model("a", 4.0, limit), "b": fixed_model("b", 1.0)}
+    curve = forecast(2, [], ("a", "b"), models, exact_positions=2, runs=1)
+    # The token frees 2 s from now (within the 3 s wait): the first job waits, then calls "a";
+    # the second finds it spent again for 10 s and goes to "b".
+    assert finishes(curve, range(2)) == [6.0, 1.0]
+
+
+def test_a_full_concurrency_cap_costs_the_slot_wait_then_the_next_model() -> None:
+    limit = VendorLimit(calls_per_window=100, window_s=10.0, max_concurrency=1, slot_wait_s=0.5)
+    models = {"a": limited_model("a", 4.0, limit), "b": fixed_model("b", 1.0)}
+    curve = forecast(2, [], ("a", "b"), models, exact_positions=2, runs=1)
+    assert finishes(curve, range(2)) == [4.0, 1.5]
+
+
+def test_an_open_breaker_skips_the_model_without_spending_its_rate_budget() -> None:
+    limit = VendorLimit(calls_per_window=1, window_s=10.0, max_concurrency=8)
+    models = {"a": ModelEstimate("a", LatencyModel.fixed(4.0), 1.0, 0.0, limit),
+              "b": fixed_model("b", 1.0)}
+    curve = forecast(1, [], ("a", "b"), models, exact_positions=3, runs=1)
+    assert finishes(curve, range(3)) == [1.0, 2.0, 3.0]
+
+
+def test_the_tail_of_a_limited_queue_grows_at_the_limited_throughput() -> None:
+    # One call to "a" per 100 s: past the first, every job is served by "b" in 1 s.
+    limit = VendorLimit(calls_per_window=1, window_s=100.0, max_concurrency=8)
+    models = {"a": limited_model("a", 10.0, limit), "b": fixed_model("b", 1.0)}
+    curve = forecast(2, [], ("a", "b"), models, exact_positions=20, runs=1)
+    assert curve.mean_service_s == pytest.approx(1.0)
+    far_start_s, _ = curve.at(120)
+    assert far_start_s == pytest.approx(curve.at(19)[0] + (120 - 19) * 0.5)
+
+
+def test_vendor_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        VendorLimit(calls_per_window=0, window_s=10.0, max_concurrency=1)
+    with pytest.raises(ValueError):
+        VendorLimit(calls_per_window=1, window_s=0.0, max_concurrency=1)

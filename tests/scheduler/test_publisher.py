@@ -78,3 +78,24 @@ def test_a_job_in_a_vendor_call_is_not_counted_twice(publisher: SnapshotPublishe
     assert snapshot["curve"]["start_ms"][0] == 0
     assert [r["job_id"] for r in snapshot["running"]] == ["job-1"]
     assert json.loads(json.dumps(snapshot)) == snapshot
+
+
+def test_vendor_limits_carry_the_calls_started_within_the_rate_window() -> None:
+    from scheduler.publisher import WorkerLimits, model_estimates
+
+    catalogue = load_catalogue()
+    model = catalogue.routes["default"].models[0]
+    spec = catalogue.models[model]
+    now_s = 1000.0
+    # Calls that ended 1 s and 3 s ago after 0.5 s; one that started 20 s ago is out of the window.
+    rows = [LatencySample(True, 0.5, now_s - 1.0), LatencySample(False, 0.5, now_s - 3.0),
+            LatencySample(True, 0.5, now_s - 19.5)]
+    running = [telemetry.RunningInfo("job-1", (model,), 0, now_s - 2.0, now_s - 0.25)]
+    estimates = model_estimates(catalogue, {model: rows}, now_s, running=running,
+                                limits=WorkerLimits(rate_window_s=6.0, slot_wait_s=0.2))
+    limit = estimates[model].limit
+    assert limit is not None
+    assert limit.recent_starts_s == pytest.approx((-3.5, -1.5, -0.25))
+    assert (limit.calls_per_window, limit.max_concurrency) == (
+        spec.requests_per_minute, spec.max_concurrency)
+    assert (limit.window_s, limit.slot_wait_s) == (6.0, 0.2)
