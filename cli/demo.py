@@ -25,7 +25,7 @@ from cli.localstack import start_local_stack
 from cli.stack import free_port
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from workers.health import make_breaker_store
+from scheduler.health import make_breaker_store
 
 console = Console()
 

@@ -118,12 +118,12 @@ def scheduler() -> None:
     import redis
 
     from scheduler.dispatcher import Dispatcher, make_sender
-    from scheduler.publisher import SnapshotPublisher
+    from scheduler.publisher import SnapshotPublisher, WorkerLimits
     from storage.db import make_engine, make_sessionmaker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from api.breakers import is_red
-    from workers.health import make_breaker_store
+    from scheduler.health import make_breaker_store
 
     settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
@@ -138,7 +138,8 @@ def scheduler() -> None:
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
         catalogue, leader=lambda: dispatcher.leader,
-        unavailable=lambda model: is_red(breakers, model), period_s=settings.snapshot_interval_s)
+        unavailable=lambda model: is_red(breakers, model), period_s=settings.snapshot_interval_s,
+        limits=WorkerLimits(settings.vendor_rate_window_s, settings.vendor_slot_wait_s))
     threading.Thread(target=publisher.run, name="imgq-snapshots", daemon=True).start()
 
     def _stop(*_: Any) -> None:

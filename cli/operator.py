@@ -25,7 +25,7 @@ from api import breakers
 from breaker import BreakerStore
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, CatalogueError, load_catalogue
-from workers.health import make_breaker_store
+from scheduler.health import make_breaker_store
 
 console = Console()
 errors = Console(stderr=True)

@@ -19,8 +19,8 @@ from breaker import BreakerStore, Outcome
 from cli.main import app
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from scheduler.health import make_breaker_store
 from tests.conftest import REPO_ROOT, free_port
-from workers.health import make_breaker_store
 
 GEMINI = "gemini-3-pro-image-preview"
 VENDOR_KEYS = ("GEMINI_API_KEY", "ARK_API_KEY", "OPENAI_API_KEY", "BFL_API_KEY",

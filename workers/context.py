@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from breaker import BreakerStore, VendorLimits, breaker_redis
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
+from scheduler.health import make_breaker_store
 from scheduler.index import WaitingIndex
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
-from workers.health import make_breaker_store
 
 
 @dataclass

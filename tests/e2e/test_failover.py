@@ -21,10 +21,10 @@ import redis
 from breaker import BreakerState, RedisBreakerStore
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from scheduler.health import policy_source
 from storage.db import migrate
 from tests.conftest import _drop_everything, free_port, spawn, stop
 from tests.stack import RunningStack, fast_catalogue, start_stack
-from workers.health import policy_source
 
 MODEL_A = "gemini-3-pro-image-preview"
 CAP = 2

@@ -15,10 +15,10 @@ import redis
 from breaker import BreakerStore, Outcome, keys
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from scheduler.health import make_breaker_store
 from storage.db import migrate
 from tests.conftest import free_port, spawn, stop, wait_http
 from tests.stack import RunningStack, start_stack
-from workers.health import make_breaker_store
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 GEMINI = "gemini-3-pro-image-preview"
