@@ -138,10 +138,14 @@ class Bench:
                                             "kind": "overloaded", "rate": 1.0}).raise_for_status()
 
     def forget_history(self) -> None:
-        """A fresh start: no latency samples, every breaker closed, no vendor-limit state."""
+        """A fresh start: no latency samples, every breaker closed, no vendor-limit state, and a
+        new scheduler process (its measured slot overhead is in memory), so that each scenario
+        is its own run, as the issue describes them."""
+        self.stack.stop("scheduler")
         for pattern in ("imgq:v1:latency:*", "imgq:v1:breaker*", "imgq:v1:limits*"):
             for key in self.redis.scan_iter(pattern):
                 self.redis.delete(key)
+        self.stack.start_scheduler()
 
     def run(self, scenario: Scenario, duration_s: float) -> str:
         self.set_condition(scenario.condition)
