@@ -15,7 +15,6 @@ The last table is ``benchmarks/breaker_latency.py`` (allow + record) against the
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from tests.e2e.test_failover import (  # noqa: E402
     sim_calls,
     sim_profile,
 )
-from tests.stack import start_stack  # noqa: E402
+from tests.stack import start_private_redis, start_stack  # noqa: E402
 
 MODES = ("shared", "local", "off")
 WORKERS = 4
@@ -113,11 +112,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imgq-outage-") as tmp:
         work = Path(tmp)
-        port = free_port()
-        redis_server = spawn([shutil.which("redis-server") or "redis-server", "--bind",
-                              "127.0.0.1", "--port", str(port), "--save", "", "--appendonly",
-                              "no"], log=work / "redis.log")
-        redis_url = f"redis://127.0.0.1:{port}/0"
+        redis_server, redis_url = start_private_redis(work)
         sim_port = free_port()
         simulator = spawn([sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1",
                            "--port", str(sim_port), "--profile", "healthy"],
@@ -125,7 +120,6 @@ def main() -> None:
         simulator_url = f"http://127.0.0.1:{sim_port}"
         try:
             wait_http(f"{simulator_url}/_sim/health", proc=simulator)
-            wait_redis(redis_url)
             print(f"{WORKERS} workers x 4 threads, {args.jobs} jobs at {args.rate}/s, "
                   f"{MODEL_A} in a 100 % 503 outage")
             print(f"{'breaker':<8} {'calls to dead model':>20} {'succeeded':>10} "
@@ -140,17 +134,6 @@ def main() -> None:
         finally:
             stop(simulator)
             stop(redis_server)
-
-
-def wait_redis(url: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis.from_url(url).ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server at {url} did not start")
 
 
 if __name__ == "__main__":

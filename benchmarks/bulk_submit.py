@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
+from tests.stack import start_private_redis  # noqa: E402
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -99,12 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imgq-bench-") as tmp:
         redis_server = None
         if args.redis_url is None:
-            port = free_port()
-            redis_server = spawn([shutil.which("redis-server") or "redis-server", "--bind",
-                                  "127.0.0.1", "--port", str(port), "--save", "",
-                                  "--appendonly", "no"], log=Path(tmp) / "redis.log")
-            args.redis_url = f"redis://127.0.0.1:{port}/0"
-            wait_redis(args.redis_url)
+            redis_server, args.redis_url = start_private_redis(Path(tmp))
         print(f"{'lines':>7} {'body MiB':>9} {'seconds':>8} {'jobs/s':>8} {'indexed':>8} "
               f"{'RSS before MiB':>15} {'peak growth MiB':>16}")
         for lines in args.sizes:
@@ -114,17 +109,6 @@ def main() -> None:
                   f"{r['peak_growth_mib']:>16.1f}", flush=True)
         if redis_server is not None:
             stop(redis_server)
-
-
-def wait_redis(url: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis.from_url(url).ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server at {url} did not start")
 
 
 if __name__ == "__main__":

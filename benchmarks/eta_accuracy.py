@@ -28,7 +28,6 @@ import argparse
 import json
 import random
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -51,7 +50,7 @@ from benchmarks import eta_scoring as scoring  # noqa: E402
 from providers.catalogue import DEFAULT_CATALOGUE_PATH  # noqa: E402
 from providers.simulator.profile import BUILTIN_PROFILES  # noqa: E402
 from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
-from tests.stack import RunningStack, start_stack  # noqa: E402
+from tests.stack import RunningStack, start_private_redis, start_stack  # noqa: E402
 
 FIRST_MODEL = "gemini-3-pro-image-preview"
 BURST_JOBS = 500
@@ -297,18 +296,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imgq-eta-") as tmp:
         work = Path(tmp)
         procs = []
-        redis_port, sim_port = free_port(), free_port()
-        procs.append(spawn([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
-                            "--port", str(redis_port), "--save", "", "--appendonly", "no"],
-                           log=work / "redis.log"))
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        sim_port = free_port()
+        redis_server, redis_url = start_private_redis(work)
+        procs.append(redis_server)
         simulator_url = f"http://127.0.0.1:{sim_port}"
         procs.append(spawn([sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1",
                             "--port", str(sim_port), "--profile", "peak-hours", "--seed", "11"],
                            log=work / "simulator.log"))
         stack = None
         try:
-            _wait_redis(redis_url)
             wait_http(f"{simulator_url}/_sim/health", proc=procs[-1])
             database_url = prepare_database(args.database_url)
             stack = start_stack(work, database_url=database_url, redis_url=redis_url,
@@ -333,17 +329,6 @@ def main() -> None:
             for proc in reversed(procs):
                 stop(proc)
     print(f"total runtime {time.monotonic() - begin:.0f}s")
-
-
-def _wait_redis(url: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis.from_url(url).ping():
-                return
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    raise RuntimeError(f"redis-server at {url} did not start")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ each its own process, talking to real Redis, a real database and the vendor simu
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import redis
 
+from cli.stack import redis_answers
 from providers.catalogue import DEFAULT_CATALOGUE_PATH
 from tests.conftest import free_port, spawn, stop, wait_http
 
@@ -29,6 +31,23 @@ def fast_catalogue(directory: Path, *, cap: int | None = None, rpm: int = 60_000
     path = directory / name
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def start_private_redis(log_dir: Path, timeout_s: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of our own on a free loopback port, keeping nothing on disk, once it answers.
+    Returns the process and its URL (database 0)."""
+    port = free_port()
+    proc = spawn([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+                  "--port", str(port), "--save", "", "--appendonly", "no"],
+                 log=log_dir / "redis.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout_s
+    while not redis_answers(url):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            stop(proc)
+            raise RuntimeError(f"redis-server did not start; see {log_dir / 'redis.log'}")
+        time.sleep(0.05)
+    return proc, url
 
 
 @dataclass
