@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cli.stack import free_port
+from cli.stack import free_port, redis_answers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_REDIS_URL = os.environ.get("IMGQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -73,18 +73,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The test Redis: the one at IMGQ_TEST_REDIS_URL, or a private redis-server we start."""
     import shutil
 
-    import redis
-
-    def answers(url: str) -> bool:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
-
-    if answers(TEST_REDIS_URL):
+    if redis_answers(TEST_REDIS_URL):
         yield TEST_REDIS_URL
         return
     server = shutil.which("redis-server")
@@ -97,7 +86,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                   "--appendonly", "no"], log=log)
     url = f"redis://127.0.0.1:{port}/15"
     deadline = time.monotonic() + 10
-    while not answers(url):
+    while not redis_answers(url):
         if time.monotonic() > deadline:
             stop(proc)
             raise RuntimeError(f"private redis-server did not start: {log.read_text()}")
@@ -180,9 +169,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def _drop_everything(url: str) -> None:
     import sqlalchemy
 
+    from storage.models import Base
+
     engine = sqlalchemy.create_engine(url)
+    Base.metadata.drop_all(engine)  # every table the models know, in foreign-key order
     with engine.begin() as conn:
-        for table in ("webhook_attempts", "webhook_deliveries", "attempts", "jobs", "batches",
-                      "tenants", "alembic_version"):
-            conn.execute(sqlalchemy.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+        conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()

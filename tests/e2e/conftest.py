@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -9,13 +10,14 @@ from storage.db import migrate
 from tests.stack import RunningStack, start_stack
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-          redis_url: str, simulator_url: str) -> Iterator[RunningStack]:
-    """API + one real Celery worker + the dispatcher, on SQLite and then on PostgreSQL."""
+def stack_on_each_database(request: pytest.FixtureRequest,
+                           tmp_path_factory: pytest.TempPathFactory, redis_url: str,
+                           simulator_url: str, name: str, **options: Any) -> Iterator[RunningStack]:
+    """The real stack on the database ``request.param`` names (``sqlite`` or ``postgresql``),
+    freshly migrated, with an empty Redis; torn down afterwards. ``options`` go to start_stack."""
     from tests.conftest import _drop_everything
 
-    root = tmp_path_factory.mktemp(f"stack-{request.param}")
+    root = tmp_path_factory.mktemp(f"{name}-{request.param}")
     if request.param == "sqlite":
         database_url = f"sqlite:///{root / 'imgq.db'}"
     else:
@@ -24,8 +26,15 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     migrate(database_url)
     redis.Redis.from_url(redis_url).flushdb()
     running = start_stack(root, database_url=database_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images")
+                          simulator_url=simulator_url, image_dir=root / "images", **options)
     yield running
     running.stop_all()
     if request.param == "postgresql":
         _drop_everything(database_url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+          redis_url: str, simulator_url: str) -> Iterator[RunningStack]:
+    """API + one real Celery worker + the dispatcher, on SQLite and then on PostgreSQL."""
+    yield from stack_on_each_database(request, tmp_path_factory, redis_url, simulator_url, "stack")

@@ -18,11 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import sqlalchemy
 
-from storage.db import migrate
-from tests.stack import RunningStack, start_stack
+from tests.e2e.conftest import stack_on_each_database
+from tests.stack import RunningStack
 
 MAX_BATCH_BYTES = 400_000
 pytestmark = pytest.mark.slow
@@ -32,27 +31,12 @@ pytestmark = pytest.mark.slow
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
           redis_url: str, simulator_url: str) -> Iterator[RunningStack]:
     """API + a 16-thread worker + the scheduler, webhooks to loopback allowed, quick retries."""
-    from tests.conftest import _drop_everything
-
-    root = tmp_path_factory.mktemp(f"batches-{request.param}")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{root / 'imgq.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_url")
-        _drop_everything(database_url)
-    migrate(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=database_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images",
-                          concurrency=16, extra_env={
-                              "IMGQ_WEBHOOK_ALLOW_LOOPBACK": "true",
-                              "IMGQ_WEBHOOK_RETRY_SCHEDULE_S": "[0.2, 0.2, 0.2]",
-                              "IMGQ_WEBHOOK_POLL_INTERVAL_S": "0.1",
-                              "IMGQ_MAX_BATCH_BYTES": str(MAX_BATCH_BYTES)})
-    yield running
-    running.stop_all()
-    if request.param == "postgresql":
-        _drop_everything(database_url)
+    yield from stack_on_each_database(
+        request, tmp_path_factory, redis_url, simulator_url, "batches", concurrency=16,
+        extra_env={"IMGQ_WEBHOOK_ALLOW_LOOPBACK": "true",
+                   "IMGQ_WEBHOOK_RETRY_SCHEDULE_S": "[0.2, 0.2, 0.2]",
+                   "IMGQ_WEBHOOK_POLL_INTERVAL_S": "0.1",
+                   "IMGQ_MAX_BATCH_BYTES": str(MAX_BATCH_BYTES)})
 
 
 @pytest.fixture(scope="module")
