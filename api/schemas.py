@@ -79,9 +79,11 @@ class JobOut(BaseModel):
     requested_model: str | None
     served_by: str | None
     degraded: bool
-    queue_position: int | None = Field(description="0 = next to start; null once started.")
+    queue_position: int | None = Field(
+        description="0 = next to be handed to a worker; null once handed to one (or parked).")
     eta_start_seconds: float | None = Field(
-        default=None, description="Expected seconds until the job starts (0 once running).")
+        default=None,
+        description="Expected seconds until the job starts (0 once handed to a worker).")
     eta_finish_seconds: float | None = Field(
         default=None, description="Expected seconds until the job's image is ready.")
     current_model: str | None = Field(default=None, description="The model being tried now.")

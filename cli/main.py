@@ -289,6 +289,8 @@ def _progress_line(event: dict[str, Any]) -> str:
     parts = [time.strftime("%H:%M:%S"), event["status"]]
     if event.get("queue_position") is not None:
         parts.append(f"position {event['queue_position']}")
+    elif event["status"] == "queued" and event.get("eta_start_seconds") == 0.0:
+        parts.append("handed to a worker")
     if event["status"] == "queued":
         parts.append(f"starts in {secs(event.get('eta_start_seconds'))}, "
                      f"ready in {secs(event.get('eta_finish_seconds'))}")

@@ -135,6 +135,10 @@ class WaitingIndex:
         pipe.hdel(keys.DISPATCHED, job_id)
         return any(pipe.execute()[:-1])
 
+    def is_dispatched(self, job_id: str) -> bool:
+        """Handed to the workers and not finished (or parked) yet."""
+        return self.redis.zscore(keys.INFLIGHT, job_id) is not None
+
     def inflight_count(self) -> int:
         return int(self.redis.zcard(keys.INFLIGHT))
 

@@ -12,6 +12,7 @@ Layout (all under the version prefix, so a layout change cannot misread old keys
     imgq:v1:parked                ZSET job_id -> not_before (ms) for jobs waiting on a breaker
     imgq:v1:running               HASH job_id -> JSON {model, route, attempt/job start} (for ETAs)
     imgq:v1:latency:{model}       LIST recent attempt latencies "outcome:seconds" (newest first)
+    imgq:v1:walks                 LIST recent route walks "seconds:ended_at" (for slot overhead)
     imgq:v1:snapshot              STRING JSON queue snapshot with the ETA curve, once a second
     imgq:v1:workers               HASH worker name -> {"concurrency", "expires_at_ms"} heartbeats
     imgq:v1:dispatch:wake         LIST a nudge for the dispatcher (submit, job finished)
@@ -31,6 +32,7 @@ DISPATCHED = f"{PREFIX}:dispatched"
 PARKED = f"{PREFIX}:parked"
 RUNNING = f"{PREFIX}:running"
 SNAPSHOT = f"{PREFIX}:snapshot"
+WALKS = f"{PREFIX}:walks"
 
 LANES = ("interactive", "bulk")
 PRIORITIES = tuple(range(10, -11, -1))  # highest first

@@ -10,9 +10,11 @@ Two things the vendor calls alone do not show are measured too:
 * Dispatched jobs not yet in a vendor call (in Celery, or loading in a worker) hold a slot, or are
   next in line when every slot is taken (the dispatch buffer): they count as fresh running jobs,
   which the forecast queues ahead of the waiting ones when there are more than slots.
-* A job holds its slot longer than its calls (loading, storing images, the hand-over to the next
-  job). While every slot is taken, the slot-seconds not spent in calls per finished job is that
-  overhead (``SlotUsage``); the forecast adds it to every job.
+* A job holds its slot longer than its route walk (loading, storing images, the hand-over to the
+  next job). While every slot is taken, the slot-seconds not spent walking routes per finished
+  walk is that overhead (``SlotUsage``); the forecast adds it to every job. Walks, not calls: the
+  waits for a vendor's rate budget or concurrency slot are inside a walk and simulated by the
+  forecast, so counting them as overhead too would add them twice.
 
 Each model's vendor limits (the catalogue's ``max_concurrency`` and ``requests_per_minute`` over
 the workers' rate window, the workers' wait for a slot) go into the forecast with the calls started
@@ -29,7 +31,7 @@ import math
 import statistics
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +51,7 @@ from scheduler.eta import (
     forecast,
 )
 from scheduler.index import WaitingIndex
-from scheduler.queue import PINNED_ROUTE
+from scheduler.queue import route_models
 from scheduler.snapshot import SNAPSHOT_CHANNEL
 from storage.models import Job
 
@@ -109,13 +111,14 @@ def model_estimates(catalogue: Catalogue, samples: dict[str, list[telemetry.Late
 
 
 class SlotUsage:
-    """Per-job slot overhead: slot-seconds not spent in vendor calls, per finished job.
+    """Per-job slot overhead: slot-seconds not spent walking a route, per walk that ended.
 
-    Measured over the last ``window_s`` (at least ``min_window_s``) of an unbroken stretch in
-    which every slot held a job (an idle slot is not overhead); the last measurement is kept in
-    between. Finished jobs are counted as successful calls. What it holds: loading and storing,
-    the hand-over between jobs, and waits for a vendor's rate limit or concurrency cap. Published
-    in the snapshot as a figure for operators; the forecast simulates the waits itself.
+    A walk is a job's admission waits and vendor calls, which the forecast simulates; what else
+    a job holds its slot for (loading, storing images, the hand-over to the next job) it does not,
+    so it is measured here and added to every job. Measured over the last ``window_s`` (at least
+    ``min_window_s``) of an unbroken stretch in which every slot held a job (an idle slot is not
+    overhead); walks are clipped to the window and walks under way (running jobs) counted up to
+    now. The last figure is kept in between.
     """
 
     def __init__(self, window_s: float = OVERHEAD_WINDOW_S, min_window_s: float = 5.0) -> None:
@@ -125,24 +128,24 @@ class SlotUsage:
         self._busy_since_s: float | None = None
 
     def observe(self, now_s: float, slots: int, jobs_in_slots: int,
-                samples: Mapping[str, list[telemetry.LatencySample]]) -> float:
+                walks: list[telemetry.RouteWalk],
+                running: list[telemetry.RunningInfo]) -> float:
         if not (slots > 0 and jobs_in_slots >= slots):
             self._busy_since_s = None
             return self.overhead_s
         if self._busy_since_s is None:
             self._busy_since_s = now_s
         since_s = max(self._busy_since_s, now_s - self.window_s)
+        if walks and len(walks) >= telemetry.WALK_SAMPLES:  # the list may not reach back so far
+            since_s = max(since_s, walks[-1].at_s)
         if now_s - since_s < self.min_window_s:
             return self.overhead_s
-        for rows in samples.values():  # a full list may not reach back over the whole window
-            if len(rows) >= telemetry.LATENCY_SAMPLES:
-                since_s = max(since_s, rows[-1].at_s)
-        window = [r for rows in samples.values() for r in rows if r.at_s > since_s]
-        finished = sum(1 for r in window if r.ok)
-        if finished < 2 * slots:
+        ended = [w for w in walks if w.at_s > since_s]
+        if len(ended) < 2 * slots:
             return self.overhead_s
-        call_s = math.fsum(r.latency_s for r in window)
-        self.overhead_s = max(0.0, (slots * (now_s - since_s) - call_s) / finished)
+        walking_s = math.fsum(min(w.duration_s, w.at_s - since_s) for w in ended)
+        walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in running)
+        self.overhead_s = max(0.0, (slots * (now_s - since_s) - walking_s) / len(ended))
         return self.overhead_s
 
 
@@ -162,12 +165,6 @@ class SnapshotPublisher:
         self.slot_usage = SlotUsage()
         self.limits = limits or WorkerLimits()
 
-    def route_models(self, route: str, requested_model: str | None) -> tuple[str, ...]:
-        if route == PINNED_ROUTE or route not in self.catalogue.routes:
-            return (requested_model,) if requested_model else self.catalogue.routes["default"].models
-        chain = self.catalogue.routes[route]
-        return chain.models if chain.allow_fallback else chain.models[:1]
-
     def inflight(self) -> list[str]:
         """Dispatched jobs, oldest first."""
         return [j.decode() if isinstance(j, bytes) else str(j)
@@ -179,7 +176,7 @@ class SnapshotPublisher:
         with self.sessions() as session:
             rows = session.execute(select(Job.id, Job.route, Job.requested_model)
                                    .where(Job.id.in_(job_ids))).all()
-        return {r.id: self.route_models(r.route, r.requested_model) for r in rows}
+        return {r.id: route_models(self.catalogue, r.route, r.requested_model) for r in rows}
 
     def build(self) -> dict[str, Any]:
         now_s = time.time()
@@ -198,19 +195,16 @@ class SnapshotPublisher:
         pending_routes = [known.get(j, default_route) for j in pending]
         routes = [known[j] for j in head if j in known]
         depth = {lane: self.index.depth(lane) for lane in keys.LANES}
-        overhead_s = self.slot_usage.observe(now_s, slots, len(running) + len(pending), samples)
+        overhead_s = self.slot_usage.observe(now_s, slots, len(running) + len(pending),
+                                             telemetry.route_walks(self.redis), running)
         runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
                 for r in running if all(m in models for m in r.route)]
         # Fresh jobs beyond the free slots queue ahead of the waiting ones (see ``forecast``).
         runs += [RunningJob(0.0, route) for route in pending_routes
                  if all(m in models for m in route)]
-        # The measured overhead is published, not forecast with: most of it is waiting for a
-        # vendor's rate budget or concurrency slot, which the forecast now simulates per model,
-        # so adding it again over-estimated every ETA (one run each: burst ETA-to-start error 6 -> 3 %
-        # healthy, 15 -> 13 % at peak hours, 13 -> 10 % in an outage).
         curve = forecast(
             slots, runs, routes or default_route, models, exact_positions=EXACT_POSITIONS,
-            queue_depth=sum(depth.values()))
+            queue_depth=sum(depth.values()), job_overhead_s=overhead_s)
         return {
             "as_of_s": now_s,
             "dispatch_count": dispatch_count,
@@ -222,7 +216,9 @@ class SnapshotPublisher:
                          "elapsed_s": round(now_s - r.job_started_s, 2)} for r in running],
             "models": {m: {"mu": e.success_latency.mu, "sigma": e.success_latency.sigma,
                            "median_s": round(e.success_latency.median_s, 3),
-                           "failure_rate": round(e.failure_rate, 3)} for m, e in models.items()},
+                           "failure_rate": round(e.failure_rate, 3),
+                           "failure_latency_s": round(e.failure_latency_s, 3)}
+                       for m, e in models.items()},
             "curve": curve.to_dict(),
         }
 

@@ -54,6 +54,16 @@ class JobView:
     expected_remaining_s: float | None = None
 
 
+def route_models(catalogue: Catalogue, route: str, requested_model: str | None
+                 ) -> tuple[str, ...]:
+    """The models a job walks: its pinned model, or its route's chain (the default route's if
+    the route has since been removed)."""
+    if route == PINNED_ROUTE or route not in catalogue.routes:
+        return (requested_model,) if requested_model else catalogue.routes["default"].models
+    chain = catalogue.routes[route]
+    return chain.models if chain.allow_fallback else chain.models[:1]
+
+
 class JobQueue:
     def __init__(
         self,
@@ -149,12 +159,19 @@ class JobQueue:
         return self.progress(job)
 
     def progress(self, job: Job) -> JobView:
-        """Where a job stands: its position and ETA while it waits, its model while it runs."""
+        """Where a job stands: its position and ETA while it waits (or, handed to a worker, is
+        about to start), its model while it runs."""
         if job.status == JobStatus.QUEUED:
             position = self.index.position(job.id)
             snap = read_snapshot(self.index.redis)
-            if position is None or snap is None:
+            if snap is None:
                 return JobView(job, position)
+            if position is None:
+                if not self.index.is_dispatched(job.id):
+                    return JobView(job, None)  # parked until a model is back
+                finish = snap.dispatched_finish_s(
+                    route_models(self.catalogue, job.route, job.requested_model))
+                return JobView(job, None, None if finish is None else 0.0, finish)
             start, finish = snap.eta(position, self.index.dispatch_count())
             return JobView(job, position, start, finish)
         if job.status == JobStatus.RUNNING:

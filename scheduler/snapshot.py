@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from scheduler import keys
-from scheduler.eta import EtaCurve, LatencyModel
+from scheduler.eta import EtaCurve, LatencyModel, ModelEstimate, expected_service_s
 
 SNAPSHOT_CHANNEL = f"{keys.PREFIX}:snapshots"
 
@@ -41,14 +42,31 @@ class Snapshot:
             since = max(0, dispatch_count - int(self.data.get("dispatch_count", dispatch_count)))
         start, finish = self.curve.at(position + since)
         age = self.age_s
-        return round(max(0.0, start - age), 1), round(max(0.0, finish - age), 1)
+        return round(max(0.0, start - age), 2), round(max(0.0, finish - age), 2)
+
+    def dispatched_finish_s(self, route: Sequence[str]) -> float | None:
+        """Expected finish of a job handed to a worker that has not called a vendor yet: its
+        route's mean slot time (failovers weighted by each model's failure rate, the measured
+        overhead). Vendor limits and a wait for a slot in the dispatch buffer are left out."""
+        if not self.curve.available:
+            return None
+        estimates = {}
+        for name in route:
+            figures = self.data["models"].get(name)
+            if figures is None:
+                return None
+            estimates[name] = ModelEstimate(
+                name, LatencyModel(figures["mu"], figures["sigma"]), figures["failure_rate"],
+                figures.get("failure_latency_s", 0.0))
+        service_s = expected_service_s(tuple(route), estimates)
+        return round(service_s + float(self.data.get("job_overhead_s", 0.0)), 2)
 
     def model_remaining_s(self, model: str, elapsed_s: float) -> float | None:
         estimate = self.data["models"].get(model)
         if estimate is None:
             return None
         latency = LatencyModel(estimate["mu"], estimate["sigma"])
-        return round(latency.remaining_mean_s(elapsed_s), 1)
+        return round(latency.remaining_mean_s(elapsed_s), 2)
 
 
 def read_snapshot(client: redis.Redis) -> Snapshot | None:

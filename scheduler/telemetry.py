@@ -15,6 +15,7 @@ import redis
 from scheduler import keys
 
 LATENCY_SAMPLES = 200
+WALK_SAMPLES = 1000
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,30 @@ def record_latency(client: redis.Redis, model: str, ok: bool, latency_s: float) 
     pipe.lpush(keys.latency(model), f"{int(ok)}:{latency_s:.4f}:{time.time():.3f}")
     pipe.ltrim(keys.latency(model), 0, LATENCY_SAMPLES - 1)
     pipe.execute()
+
+
+@dataclass(frozen=True)
+class RouteWalk:
+    """One job's walk along its route (admission waits, every attempt) that ended at ``at_s``."""
+
+    duration_s: float
+    at_s: float
+
+
+def record_walk(client: redis.Redis, duration_s: float) -> None:
+    pipe = client.pipeline()
+    pipe.lpush(keys.WALKS, f"{duration_s:.4f}:{time.time():.3f}")
+    pipe.ltrim(keys.WALKS, 0, WALK_SAMPLES - 1)
+    pipe.execute()
+
+
+def route_walks(client: redis.Redis) -> list[RouteWalk]:
+    """Recent walks, newest first."""
+    found = []
+    for row in client.lrange(keys.WALKS, 0, -1):
+        duration_s, at_s = (row.decode() if isinstance(row, bytes) else row).split(":")
+        found.append(RouteWalk(float(duration_s), float(at_s)))
+    return found
 
 
 def running_jobs(client: redis.Redis) -> list[RunningInfo]:

@@ -88,11 +88,14 @@ def _route(ctx: WorkerContext, job: Job) -> tuple[RouteOutcome, Admission]:
         ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
         ctx.settings.vendor_rate_window_s))
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
-    return walk(models, request, call, CompositeHooks([admission, telemetry_hooks])), admission
+    outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks]))
+    telemetry_hooks.walked()
+    return outcome, admission
 
 
 class TelemetryHooks(AttemptHooks):
-    """Tells the scheduler which model a running job is trying and how long attempts take."""
+    """Tells the scheduler which model a running job is trying, how long attempts and the whole
+    walk take."""
 
     def __init__(self, ctx: WorkerContext, job_id: str, route: tuple[str, ...]) -> None:
         self.ctx, self.job_id, self.route = ctx, job_id, route
@@ -105,6 +108,13 @@ class TelemetryHooks(AttemptHooks):
         except redis.RedisError as exc:  # ETAs get worse; the job goes on
             log.warning("cannot record running job %s: %s", self.job_id, exc)
         return None
+
+    def walked(self) -> None:
+        """The walk is over: its length (calls and admission waits) tells the slot overhead."""
+        try:
+            telemetry.record_walk(self.ctx.redis, time.time() - self.job_started_s)
+        except redis.RedisError as exc:
+            log.warning("cannot record the route walk of %s: %s", self.job_id, exc)
 
     def after(self, model: ModelSpec, outcome: str, latency_s: float,
               error: ProviderError | None) -> None:

@@ -18,6 +18,7 @@ import redis
 
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from scheduler import keys, telemetry
 from scheduler.index import WaitingIndex
 from scheduler.queue import JobQueue, JobRequest
 from storage.db import make_engine, make_sessionmaker, migrate
@@ -129,6 +130,18 @@ def test_waiting_jobs_carry_an_eta_that_grows_with_position(
             assert job["eta_start_seconds"] == pytest.approx(
                 (job["queue_position"] + 1) * LATENCY_S, abs=1.2)
         wait_all(client, ids)
+
+
+def test_workers_record_every_route_walk_for_the_slot_overhead(
+        stack: RunningStack, api_key: str, fixed_latency: str) -> None:
+    client = redis.Redis.from_url(stack.env["IMGQ_REDIS_URL"])
+    client.delete(keys.WALKS)
+    with stack.client(api_key) as http:
+        wait_all(http, submit(http, 3, "walk"))
+    walks = telemetry.route_walks(client)
+    assert len(walks) == 3
+    # One 0.3 s call each; the walk is the call plus its admission, not the job's other work.
+    assert all(LATENCY_S <= w.duration_s < LATENCY_S + 0.5 for w in walks), walks
 
 
 def test_workers_take_jobs_in_index_order(stack: RunningStack, api_key: str,

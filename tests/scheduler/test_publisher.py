@@ -13,39 +13,60 @@ import redis
 from providers.catalogue import load_catalogue
 from scheduler import capacity, keys, telemetry
 from scheduler.publisher import SlotUsage, SnapshotPublisher
-from scheduler.telemetry import LatencySample
+from scheduler.telemetry import LatencySample, RouteWalk, RunningInfo
 
 
-def calls(model_ok_s: list[tuple[float, float]]) -> dict[str, list[LatencySample]]:
-    """Successful calls as (latency_s, ended_at_s), newest first as telemetry returns them."""
-    rows = [LatencySample(True, latency_s, at_s) for latency_s, at_s in model_ok_s]
-    return {"a": sorted(rows, key=lambda r: r.at_s, reverse=True)}
+def walks(duration_end_s: list[tuple[float, float]]) -> list[RouteWalk]:
+    """Route walks as (duration_s, ended_at_s), newest first as telemetry returns them."""
+    rows = [RouteWalk(duration_s, at_s) for duration_s, at_s in duration_end_s]
+    return sorted(rows, key=lambda r: r.at_s, reverse=True)
 
 
-def test_overhead_is_busy_slot_time_outside_calls_per_finished_job() -> None:
+def test_overhead_is_busy_slot_time_outside_route_walks_per_walk() -> None:
     usage = SlotUsage(window_s=10.0, min_window_s=5.0)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, samples={})
-    # 2 slots busy for 10 s = 20 slot-seconds; 10 finished calls of 1.5 s = 15 s in calls.
-    finished = calls([(1.5, 100.0 + k + 0.5) for k in range(10)])
-    overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, samples=finished)
+    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    # 2 slots busy for 10 s = 20 slot-seconds; 10 walks of 1.5 s = 15 s walking.
+    ended = walks([(1.5, 100.0 + k + 1.5) for k in range(10)])
+    overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=[])
     assert overhead_s == pytest.approx((20.0 - 15.0) / 10)
+
+
+def test_walks_are_clipped_to_the_window_and_walks_under_way_count_up_to_now() -> None:
+    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    # A 3 s walk that ended 1 s into the window walked 1 s of it; one job has walked for 2 s.
+    ended = walks([(3.0, 101.0), *[(1.0, 102.0 + k) for k in range(4)]])
+    running = [RunningInfo("j", ("a",), 0, job_started_s=108.0, attempt_started_s=108.5)]
+    overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=running)
+    walked_s = 1.0 + 4 * 1.0 + 2.0
+    assert overhead_s == pytest.approx((20.0 - walked_s) / 5)
 
 
 def test_idle_slots_are_not_overhead_and_the_last_figure_is_kept() -> None:
     usage = SlotUsage(window_s=10.0, min_window_s=5.0)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, samples={})
-    measured = usage.observe(110.0, 2, 2, calls([(1.5, 100.0 + k + 0.5) for k in range(10)]))
-    # Now one slot idles: no call for 10 s would look like huge overhead if it were counted.
-    kept = usage.observe(120.0, slots=2, jobs_in_slots=1, samples=calls([]))
+    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    measured = usage.observe(110.0, 2, 2, walks([(1.5, 100.0 + k + 1.5) for k in range(10)]), [])
+    # Now one slot idles: no walk for 10 s would look like huge overhead if it were counted.
+    kept = usage.observe(120.0, slots=2, jobs_in_slots=1, walks=[], running=[])
     assert measured > 0.0
     assert kept == measured
 
 
 def test_no_figure_before_the_slots_have_been_busy_long_enough() -> None:
     usage = SlotUsage(window_s=10.0, min_window_s=5.0)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, samples={})
-    early = usage.observe(103.0, 2, 2, calls([(0.5, 100.0 + k * 0.5) for k in range(6)]))
+    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    early = usage.observe(103.0, 2, 2, walks([(0.4, 100.0 + k * 0.5) for k in range(6)]), [])
     assert early == 0.0
+
+
+def test_admission_waits_inside_walks_are_not_overhead() -> None:
+    """Waits for a vendor's rate budget are in the walk (the forecast simulates them)."""
+    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+    usage.observe(100.0, slots=1, jobs_in_slots=1, walks=[], running=[])
+    # Each 2 s walk is 0.5 s of call and 1.5 s of waiting for a rate token; 0.5 s between walks.
+    ended = walks([(2.0, 100.0 + 2.5 * k + 2.0) for k in range(4)])
+    overhead_s = usage.observe(110.0, slots=1, jobs_in_slots=1, walks=ended, running=[])
+    assert overhead_s == pytest.approx((10.0 - 8.0) / 4)
 
 
 @pytest.fixture()
@@ -99,3 +120,31 @@ def test_vendor_limits_carry_the_calls_started_within_the_rate_window() -> None:
     assert (limit.calls_per_window, limit.max_concurrency) == (
         spec.requests_per_minute, spec.max_concurrency)
     assert (limit.window_s, limit.slot_wait_s) == (6.0, 0.2)
+
+
+def test_a_job_handed_to_a_worker_reads_as_starting_now_with_its_finish_eta(
+        publisher: SnapshotPublisher) -> None:
+    from scheduler.queue import JobQueue, JobRequest
+    from storage.tenants import create_tenant
+
+    with publisher.sessions.begin() as session:
+        tenant, _ = create_tenant(session, "t")
+        tenant_id = tenant.id
+    queue = JobQueue(publisher.sessions, publisher.index, publisher.catalogue)
+    job = queue.submit(tenant_id, JobRequest(prompt="a kite"))
+    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    publisher.publish_once()
+    waiting = queue.get(tenant_id, job.id)
+    assert (waiting.queue_position, waiting.eta_start_s) == (0, 0.0)
+
+    assert publisher.index.take(1)[0] == [job.id]
+    publisher.publish_once()
+    handed = queue.get(tenant_id, job.id)
+    assert handed.job.status == "queued"
+    assert (handed.queue_position, handed.eta_start_s) == (None, 0.0)
+    # Nothing measured yet: the default route's first model at its catalogue baseline.
+    first = publisher.catalogue.models[publisher.catalogue.routes["default"].models[0]]
+    assert handed.eta_finish_s == pytest.approx(first.baseline_latency_s, rel=0.2)
+
+    publisher.index.park(job.id, int(time.time() * 1000) + 60_000)
+    assert queue.get(tenant_id, job.id).eta_finish_s is None  # parked: no ETA to give
