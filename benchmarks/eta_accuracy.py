@@ -256,11 +256,12 @@ def scaled_settings(work: Path, latency_scale: float) -> dict[str, str]:
     """Every time constant of the stack scaled like the simulator's latencies, as environment.
 
     The vendors' requests-per-minute limits (as a shorter rate window, so bursts scale too), the
-    breaker's window and open period: left at their real values, a 10x faster simulator would
-    meet 10x tighter rate limits and a breaker that stays open for the whole run, which is not
-    the system the unscaled figures describe.
+    breaker's window and open period, the snapshot period: left at their real values, a 10x
+    faster simulator would meet 10x tighter rate limits, a breaker that stays open for the whole
+    run and snapshots ten times staler, which is not the system the unscaled figures describe.
     """
     return {"IMGQ_CATALOGUE_PATH": str(scaled_catalogue(work, latency_scale)),
+            "IMGQ_SNAPSHOT_INTERVAL_S": str(1.0 * latency_scale),
             "IMGQ_VENDOR_RATE_WINDOW_S": str(60 * latency_scale),
             "IMGQ_VENDOR_SLOT_WAIT_S": str(2.0 * latency_scale),
             "IMGQ_BREAKER_WINDOW_S": str(max(1, round(60 * latency_scale))),

@@ -8,7 +8,11 @@ job moves on to the next model, whose latency may be very different. A running m
 change (Gradio's estimate is off by up to 40 % during failover), so ``forecast`` draws each job's
 service time from its route (each model's current failure rate from the breaker window, its recent
 latency distribution), starts the slots from the running jobs' remaining times conditioned on how
-long they have already run, and simulates the queue forward, averaging over seeded Monte Carlo runs.
+long they have already run, and simulates the queue forward over seeded Monte Carlo runs. Each
+position's ETA is the mean of the middle half of its runs (the interquartile mean): a job's own
+service time is right-skewed, so the plain mean promises jobs near the front of the queue a
+little too late (the typical miss is smallest near the median), while a plain median would jump
+from one mode to the other of a route that half the time fails over fast.
 
 Modelling choices:
 
@@ -193,8 +197,8 @@ def forecast(
     return EtaCurve(
         slots=slots,
         mean_service_s=mean_service_s,
-        start_s=_column_means_ms(start_runs, runs),
-        finish_s=_column_means_ms(finish_runs, runs),
+        start_s=_column_midmeans_ms(start_runs),
+        finish_s=_column_midmeans_ms(finish_runs),
         queue_depth=queue_depth,
     )
 
@@ -295,8 +299,8 @@ def _forecast_limited(
     return EtaCurve(
         slots=slots,
         mean_service_s=math.fsum(slot_s_per_job) / len(slot_s_per_job),
-        start_s=_column_means_ms(start_runs, runs),
-        finish_s=_column_means_ms(finish_runs, runs),
+        start_s=_column_midmeans_ms(start_runs),
+        finish_s=_column_midmeans_ms(finish_runs),
         queue_depth=queue_depth,
     )
 
@@ -394,7 +398,14 @@ def _check_route(route: Route, models: Mapping[str, ModelEstimate]) -> None:
         raise ValueError(f"no estimate for model(s) {unknown} on route {route}")
 
 
-def _column_means_ms(rows: list[list[float]], runs: int) -> tuple[float, ...]:
-    """Mean of each position over the runs, rounded to the millisecond the curve publishes."""
-    columns = zip(*rows, strict=True)
-    return tuple(round(math.fsum(column) / runs * 1000.0) / 1000.0 for column in columns)
+def _column_midmeans_ms(rows: list[list[float]]) -> tuple[float, ...]:
+    """Interquartile mean of each position over the runs, rounded to the published millisecond."""
+    return tuple(round(_interquartile_mean(column) * 1000.0) / 1000.0
+                 for column in zip(*rows, strict=True))
+
+
+def _interquartile_mean(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    cut = len(ordered) // 4
+    middle = ordered[cut:len(ordered) - cut]
+    return math.fsum(middle) / len(middle)

@@ -60,7 +60,7 @@ log = logging.getLogger(__name__)
 FAILURE_WINDOW_S = 60.0
 RECENT_CALLS = 30
 EXACT_POSITIONS = 200
-OVERHEAD_WINDOW_S = 10.0
+OVERHEAD_WINDOW_PERIODS = 10  # slot overhead is measured over the last ten snapshot periods
 
 Unavailable = Callable[[str], bool]
 
@@ -121,7 +121,7 @@ class SlotUsage:
     now. The last figure is kept in between.
     """
 
-    def __init__(self, window_s: float = OVERHEAD_WINDOW_S, min_window_s: float = 5.0) -> None:
+    def __init__(self, window_s: float = 10.0, min_window_s: float = 5.0) -> None:
         self.window_s = window_s
         self.min_window_s = min_window_s
         self.overhead_s = 0.0
@@ -162,7 +162,8 @@ class SnapshotPublisher:
         self.period_s = period_s
         self.leader = leader
         self.stopping = threading.Event()
-        self.slot_usage = SlotUsage()
+        self.slot_usage = SlotUsage(window_s=OVERHEAD_WINDOW_PERIODS * period_s,
+                                    min_window_s=OVERHEAD_WINDOW_PERIODS * period_s / 2)
         self.limits = limits or WorkerLimits()
 
     def inflight(self) -> list[str]:
