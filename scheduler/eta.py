@@ -31,7 +31,8 @@ Modelling choices:
   ``slot_wait_s`` for a rate token skips the model at once; one that finds the cap full skips it
   after ``slot_wait_s``. Without this, a burst is forecast as if every job got the first model of
   its route, while most are sent on to the next one when the first's rate budget is spent.
-  Running jobs' later attempts ignore the limits.
+  Running jobs' later attempts ignore the limits; jobs dispatched but not yet calling go
+  through them like waiting jobs.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def forecast(
     seed: int = 0,
     queue_depth: int | None = None,
     job_overhead_s: float = 0.0,
+    dispatched: Sequence[Route] = (),
 ) -> EtaCurve:
     """Expected start and finish of queue positions 0..exact_positions-1, by simulation.
 
@@ -164,24 +166,31 @@ def forecast(
     ``job_overhead_s`` is slot time a job holds beyond its vendor calls (loading, storing images,
     handing the slot to the next job), as measured: each waiting job's service grows by it, each
     running job's remainder by half of it (where it is in its overhead is not known).
+
+    ``dispatched`` are the routes of jobs handed to workers that have not called a vendor yet,
+    in dispatch order: they take slots before the waiting jobs and walk their whole route (vendor
+    limits included); their (start, finish) are the curve's ``dispatched_s``.
     """
     if slots < 0 or exact_positions < 1 or runs < 1 or job_overhead_s < 0.0:
         raise ValueError("need slots >= 0, exact_positions >= 1, runs >= 1, job_overhead_s >= 0")
     routes, single_route = _route_list(waiting_routes)
     if queue_depth is None and not single_route:
         queue_depth = len(routes)
-    for job in running:
-        _check_route(job.route, models)
+    for route in (*(job.route for job in running), *dispatched):
+        _check_route(route, models)
     mean_service_s = job_overhead_s + (
         math.fsum(expected_service_s(r, models) for r in routes) / len(routes))
     if slots == 0:
         return EtaCurve(0, mean_service_s, (), (), queue_depth)
 
-    position_routes = [routes[p % len(routes)] for p in range(exact_positions)]
-    if any(models[m].limit is not None for route in set(routes) for m in route):
-        return _forecast_limited(slots, running, position_routes, models, runs, seed,
+    # Dispatched jobs are simulated as the positions in front of position 0.
+    ahead = len(dispatched)
+    position_routes = [tuple(r) for r in dispatched]
+    position_routes += [routes[p % len(routes)] for p in range(exact_positions)]
+    if any(models[m].limit is not None for route in set(position_routes) for m in route):
+        return _forecast_limited(slots, running, position_routes, ahead, models, runs, seed,
                                  queue_depth, job_overhead_s)
-    plans = {route: _plan(route, models) for route in set(routes)}
+    plans = {route: _plan(route, models) for route in set(position_routes)}
     position_plans = [plans[route] for route in position_routes]
     rng = random.Random(seed)
     start_runs: list[list[float]] = []
@@ -194,12 +203,21 @@ def forecast(
         starts, finishes = _simulate_queue(free_at_s, position_plans, rng, job_overhead_s)
         start_runs.append(starts)
         finish_runs.append(finishes)
+    return _curve(slots, mean_service_s, start_runs, finish_runs, ahead, queue_depth)
+
+
+def _curve(slots: int, mean_service_s: float, start_runs: list[list[float]],
+           finish_runs: list[list[float]], ahead: int, queue_depth: int | None) -> EtaCurve:
+    """The curve from the simulated runs; the first ``ahead`` columns are dispatched jobs."""
+    starts = _column_midmeans_ms(start_runs)
+    finishes = _column_midmeans_ms(finish_runs)
     return EtaCurve(
         slots=slots,
         mean_service_s=mean_service_s,
-        start_s=_column_midmeans_ms(start_runs),
-        finish_s=_column_midmeans_ms(finish_runs),
+        start_s=starts[ahead:],
+        finish_s=finishes[ahead:],
         queue_depth=queue_depth,
+        dispatched_s=tuple(zip(starts[:ahead], finishes[:ahead], strict=True)),
     )
 
 
@@ -259,13 +277,15 @@ def _forecast_limited(
     slots: int,
     running: Sequence[RunningJob],
     position_routes: Sequence[Route],
+    ahead: int,
     models: Mapping[str, ModelEstimate],
     runs: int,
     seed: int,
     queue_depth: int | None,
     job_overhead_s: float,
 ) -> EtaCurve:
-    """``forecast`` with vendor limits: every attempt of a waiting job goes through admission.
+    """``forecast`` with vendor limits: every attempt of a waiting (or dispatched) job goes
+    through admission.
 
     The tail's slope is the simulated slot time per job over the second half of the exact
     positions, by when the limits have shaped the mix of models that serve the queue.
@@ -273,7 +293,7 @@ def _forecast_limited(
     rng = random.Random(seed)
     start_runs: list[list[float]] = []
     finish_runs: list[list[float]] = []
-    tail_from = len(position_routes) // 2
+    tail_from = ahead + (len(position_routes) - ahead) // 2
     slot_s_per_job: list[float] = []
     for _ in range(runs):
         limits = {name: _LimitState(e.limit) for name, e in models.items() if e.limit is not None}
@@ -296,13 +316,8 @@ def _forecast_limited(
                                                  strict=True)]
         start_runs.append(starts)
         finish_runs.append(finishes)
-    return EtaCurve(
-        slots=slots,
-        mean_service_s=math.fsum(slot_s_per_job) / len(slot_s_per_job),
-        start_s=_column_midmeans_ms(start_runs),
-        finish_s=_column_midmeans_ms(finish_runs),
-        queue_depth=queue_depth,
-    )
+    return _curve(slots, math.fsum(slot_s_per_job) / len(slot_s_per_job), start_runs,
+                  finish_runs, ahead, queue_depth)
 
 
 def _walk_limited(route: Route, at_s: float, models: Mapping[str, ModelEstimate],

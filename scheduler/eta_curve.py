@@ -31,6 +31,9 @@ class EtaCurve:
     start_s: tuple[float, ...]
     finish_s: tuple[float, ...]
     queue_depth: int | None = None
+    dispatched_s: tuple[tuple[float, float], ...] = ()
+    """(start_s, finish_s) of the jobs handed to workers and not calling a vendor yet, in
+    dispatch order (they are ahead of position 0)."""
 
     def __post_init__(self) -> None:
         if self.slots < 0:
@@ -80,6 +83,7 @@ class EtaCurve:
             "queue_depth": self.queue_depth,
             "start_ms": [_to_ms(s) for s in self.start_s],
             "finish_ms": [_to_ms(s) for s in self.finish_s],
+            "dispatched_ms": [[_to_ms(s), _to_ms(f)] for s, f in self.dispatched_s],
         }
 
     @classmethod
@@ -94,6 +98,7 @@ class EtaCurve:
             start_s=tuple(ms / 1000.0 for ms in data["start_ms"]),
             finish_s=tuple(ms / 1000.0 for ms in data["finish_ms"]),
             queue_depth=None if depth is None else int(depth),
+            dispatched_s=tuple((s / 1000.0, f / 1000.0) for s, f in data.get("dispatched_ms", [])),
         )
 
 

@@ -8,8 +8,8 @@ a few calls), the running jobs' elapsed times and the routes of the jobs at the 
 Two things the vendor calls alone do not show are measured too:
 
 * Dispatched jobs not yet in a vendor call (in Celery, or loading in a worker) hold a slot, or are
-  next in line when every slot is taken (the dispatch buffer): they count as fresh running jobs,
-  which the forecast queues ahead of the waiting ones when there are more than slots.
+  next in line when every slot is taken (the dispatch buffer): the forecast puts them in front of
+  the waiting jobs and publishes their own ETAs too (``dispatched``, ``curve.dispatched_s``).
 * A job holds its slot longer than its route walk (loading, storing images, the hand-over to the
   next job). While every slot is taken, the slot-seconds not spent walking routes per finished
   walk is that overhead (``SlotUsage``); the forecast adds it to every job. Walks, not calls: the
@@ -200,12 +200,12 @@ class SnapshotPublisher:
                                              telemetry.route_walks(self.redis), running)
         runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
                 for r in running if all(m in models for m in r.route)]
-        # Fresh jobs beyond the free slots queue ahead of the waiting ones (see ``forecast``).
-        runs += [RunningJob(0.0, route) for route in pending_routes
-                 if all(m in models for m in route)]
+        dispatched = [(j, route) for j, route in zip(pending, pending_routes, strict=True)
+                      if all(m in models for m in route)]
         curve = forecast(
             slots, runs, routes or default_route, models, exact_positions=EXACT_POSITIONS,
-            queue_depth=sum(depth.values()), job_overhead_s=overhead_s)
+            queue_depth=sum(depth.values()), job_overhead_s=overhead_s,
+            dispatched=[route for _, route in dispatched])
         return {
             "as_of_s": now_s,
             "dispatch_count": dispatch_count,
@@ -213,6 +213,7 @@ class SnapshotPublisher:
             "slots": slots,
             "workers": workers,
             "job_overhead_s": round(overhead_s, 3),
+            "dispatched": [j for j, _ in dispatched],  # in the order of curve.dispatched_s
             "running": [{"job_id": r.job_id, "model": r.model,
                          "elapsed_s": round(now_s - r.job_started_s, 2)} for r in running],
             "models": {m: {"mu": e.success_latency.mu, "sigma": e.success_latency.sigma,

@@ -169,9 +169,9 @@ class JobQueue:
             if position is None:
                 if not self.index.is_dispatched(job.id):
                     return JobView(job, None)  # parked until a model is back
-                finish = snap.dispatched_finish_s(
-                    route_models(self.catalogue, job.route, job.requested_model))
-                return JobView(job, None, None if finish is None else 0.0, finish)
+                start, finish = snap.dispatched_eta(
+                    job.id, route_models(self.catalogue, job.route, job.requested_model))
+                return JobView(job, None, start, finish)
             start, finish = snap.eta(position, self.index.dispatch_count())
             return JobView(job, position, start, finish)
         if job.status == JobStatus.RUNNING:

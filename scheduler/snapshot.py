@@ -44,6 +44,19 @@ class Snapshot:
         age = self.age_s
         return round(max(0.0, start - age), 2), round(max(0.0, finish - age), 2)
 
+    def dispatched_eta(self, job_id: str, route: Sequence[str]
+                       ) -> tuple[float | None, float | None]:
+        """(start, finish) in seconds from now for a job handed to a worker that has not called
+        a vendor yet: as forecast, or, dispatched since the snapshot, starting now."""
+        if not self.curve.available:
+            return None, None
+        ids = self.data.get("dispatched", [])
+        if job_id in ids and len(self.curve.dispatched_s) == len(ids):
+            start, finish = self.curve.dispatched_s[ids.index(job_id)]
+            age = self.age_s
+            return round(max(0.0, start - age), 2), round(max(0.0, finish - age), 2)
+        return 0.0, self.dispatched_finish_s(route)
+
     def dispatched_finish_s(self, route: Sequence[str]) -> float | None:
         """Expected finish of a job handed to a worker that has not called a vendor yet: its
         route's mean slot time (failovers weighted by each model's failure rate, the measured

@@ -236,7 +236,8 @@ def test_the_curve_round_trips_through_json() -> None:
     latency = LatencyModel.from_median(9.0)
     models = {"a": ModelEstimate("a", latency, 0.3, 1.2), "b": fixed_model("b", 7.0)}
     running = [RunningJob(3.0, ("a", "b")), RunningJob(0.4, ("a", "b"))]
-    curve = forecast(4, running, ("a", "b"), models, exact_positions=50, queue_depth=12)
+    curve = forecast(4, running, ("a", "b"), models, exact_positions=50, queue_depth=12,
+                     dispatched=[("a", "b")] * 3)
 
     restored = EtaCurve.from_dict(json.loads(json.dumps(curve.to_dict(), allow_nan=False)))
 
@@ -461,3 +462,22 @@ def test_a_skewed_service_time_is_promised_near_its_median_not_its_mean() -> Non
     assert abs(finish_s - latency.median_s) < 0.5 < abs(finish_s - latency.mean_s)
     # The tail still grows at the mean: throughput is a sum, and sums follow the mean.
     assert curve.mean_service_s == pytest.approx(latency.mean_s)
+
+
+def test_dispatched_jobs_take_the_next_slots_ahead_of_the_queue_and_get_their_own_etas() -> None:
+    models = {"a": fixed_model("a", 3.0), "b": fixed_model("b", 1.0)}
+    running = [RunningJob(elapsed_s=1.0, route=("a",))]  # 2 s left
+    curve = forecast(2, running, ("b",), models, exact_positions=2, runs=1,
+                     dispatched=[("a",), ("b",)])
+    # Slot 1 is free: the first dispatched job starts now; the second when slot 2 frees (2 s).
+    assert curve.dispatched_s == ((0.0, 3.0), (2.0, 3.0))
+    assert [curve.at(p) for p in range(2)] == [(3.0, 4.0), (3.0, 4.0)]
+
+
+def test_a_dispatched_job_meets_the_vendor_limits_like_a_waiting_one() -> None:
+    # The one token of "a" is held by a call started 1 s ago: the dispatched job takes "b".
+    limit = VendorLimit(calls_per_window=1, window_s=10.0, max_concurrency=8,
+                        recent_starts_s=(-1.0,))
+    models = {"a": limited_model("a", 4.0, limit), "b": fixed_model("b", 1.0)}
+    curve = forecast(2, [], ("a", "b"), models, exact_positions=1, runs=1, dispatched=[("a", "b")])
+    assert curve.dispatched_s == ((0.0, 1.0),)

@@ -59,3 +59,12 @@ def test_no_dispatched_eta_for_an_unknown_model_or_without_workers() -> None:
     assert with_models({"a": fixed(4.0)}).dispatched_finish_s(("a", "gone")) is None
     idle = Snapshot(time.time(), EtaCurve(0, 2.0, (), (), 0), {}, {"models": {"a": fixed(1.0)}})
     assert idle.dispatched_finish_s(("a",)) is None
+
+
+def test_a_dispatched_job_reads_its_forecast_eta_or_starts_now_if_dispatched_since() -> None:
+    curve = EtaCurve(slots=1, mean_service_s=2.0, start_s=(5.0,), finish_s=(7.0,),
+                     queue_depth=0, dispatched_s=((0.0, 2.0), (2.0, 5.0)))
+    snap = Snapshot(time.time(), curve, {}, {"models": {"a": fixed(3.0)},
+                                             "dispatched": ["job-1", "job-2"]})
+    assert snap.dispatched_eta("job-2", ("a",)) == pytest.approx((2.0, 5.0), abs=0.02)
+    assert snap.dispatched_eta("job-3", ("a",)) == (0.0, 3.0)
