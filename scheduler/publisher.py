@@ -60,7 +60,6 @@ log = logging.getLogger(__name__)
 FAILURE_WINDOW_S = 60.0
 RECENT_CALLS = 30
 EXACT_POSITIONS = 200
-OVERHEAD_WINDOW_PERIODS = 10  # slot overhead is measured over the last ten snapshot periods
 
 Unavailable = Callable[[str], bool]
 
@@ -115,15 +114,16 @@ class SlotUsage:
 
     A walk is a job's admission waits and vendor calls, which the forecast simulates; what else
     a job holds its slot for (loading, storing images, the hand-over to the next job) it does not,
-    so it is measured here and added to every job. Measured over the last ``window_s`` (at least
-    ``min_window_s``) of an unbroken stretch in which every slot held a job (an idle slot is not
-    overhead); walks are clipped to the window and walks under way (running jobs) counted up to
-    now. The last figure is kept in between.
+    so it is measured here and added to every job. Measured over the last ``walks_per_slot x
+    slots`` walks of an unbroken stretch in which every slot held a job (an idle slot is not
+    overhead), once at least half that many have ended in it: a window counted in jobs, not
+    seconds, holds as many walks whether a call takes 0.5 s or 50 s. Walks are clipped to the
+    window and walks under way (running jobs) counted up to now. The last figure is kept in
+    between.
     """
 
-    def __init__(self, window_s: float = 10.0, min_window_s: float = 5.0) -> None:
-        self.window_s = window_s
-        self.min_window_s = min_window_s
+    def __init__(self, walks_per_slot: int = 4) -> None:
+        self.walks_per_slot = walks_per_slot
         self.overhead_s = 0.0
         self._busy_since_s: float | None = None
 
@@ -135,14 +135,12 @@ class SlotUsage:
             return self.overhead_s
         if self._busy_since_s is None:
             self._busy_since_s = now_s
-        since_s = max(self._busy_since_s, now_s - self.window_s)
-        if walks and len(walks) >= telemetry.WALK_SAMPLES:  # the list may not reach back so far
-            since_s = max(since_s, walks[-1].at_s)
-        if now_s - since_s < self.min_window_s:
+        busy = [w for w in walks if w.at_s > self._busy_since_s]  # newest first
+        wanted = self.walks_per_slot * slots
+        if 2 * len(busy) < wanted:
             return self.overhead_s
-        ended = [w for w in walks if w.at_s > since_s]
-        if len(ended) < 2 * slots:
-            return self.overhead_s
+        since_s = busy[wanted - 1].at_s if len(busy) > wanted else self._busy_since_s
+        ended = [w for w in busy if w.at_s > since_s]
         walking_s = math.fsum(min(w.duration_s, w.at_s - since_s) for w in ended)
         walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in running)
         self.overhead_s = max(0.0, (slots * (now_s - since_s) - walking_s) / len(ended))
@@ -162,8 +160,7 @@ class SnapshotPublisher:
         self.period_s = period_s
         self.leader = leader
         self.stopping = threading.Event()
-        self.slot_usage = SlotUsage(window_s=OVERHEAD_WINDOW_PERIODS * period_s,
-                                    min_window_s=OVERHEAD_WINDOW_PERIODS * period_s / 2)
+        self.slot_usage = SlotUsage()
         self.limits = limits or WorkerLimits()
 
     def inflight(self) -> list[str]:

@@ -23,45 +23,55 @@ def walks(duration_end_s: list[tuple[float, float]]) -> list[RouteWalk]:
 
 
 def test_overhead_is_busy_slot_time_outside_route_walks_per_walk() -> None:
-    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+    usage = SlotUsage(walks_per_slot=5)
     usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
-    # 2 slots busy for 10 s = 20 slot-seconds; 10 walks of 1.5 s = 15 s walking.
-    ended = walks([(1.5, 100.0 + k + 1.5) for k in range(10)])
+    # 2 slots busy for 10 s = 20 slot-seconds; 9 walks of 1.5 s = 13.5 s walking.
+    ended = walks([(1.5, 101.5 + k) for k in range(9)])
     overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=[])
-    assert overhead_s == pytest.approx((20.0 - 15.0) / 10)
+    assert overhead_s == pytest.approx((20.0 - 13.5) / 9)
 
 
-def test_walks_are_clipped_to_the_window_and_walks_under_way_count_up_to_now() -> None:
-    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+def test_the_window_holds_the_last_walks_clipped_to_it_and_walks_under_way() -> None:
+    usage = SlotUsage(walks_per_slot=2)
     usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
-    # A 3 s walk that ended 1 s into the window walked 1 s of it; one job has walked for 2 s.
-    ended = walks([(3.0, 101.0), *[(1.0, 102.0 + k) for k in range(4)]])
+    # Window: after the 4th newest walk ended (104.0). In it: a 3 s walk that ended at 105.0
+    # walked 1 s of it, two 1 s walks, and one job has walked for 2 s, up to now (110.0).
+    ended = walks([(1.0, 101.0), (1.0, 102.0), (1.0, 104.0), (3.0, 105.0), (1.0, 107.0),
+                   (1.0, 109.0)])
     running = [RunningInfo("j", ("a",), 0, job_started_s=108.0, attempt_started_s=108.5)]
     overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=running)
-    walked_s = 1.0 + 4 * 1.0 + 2.0
-    assert overhead_s == pytest.approx((20.0 - walked_s) / 5)
+    assert overhead_s == pytest.approx((2 * 6.0 - (1.0 + 1.0 + 1.0 + 2.0)) / 3)
+
+
+def test_the_window_is_counted_in_jobs_so_slow_calls_are_measured_too() -> None:
+    usage = SlotUsage(walks_per_slot=4)
+    usage.observe(0.0, slots=1, jobs_in_slots=1, walks=[], running=[])
+    # 50 s calls, each after 2 s of overhead: four walks in 210 s leave 10 s of overhead.
+    ended = walks([(50.0, 52.0 * k + 52.0) for k in range(4)])
+    assert usage.observe(210.0, 1, 1, ended, []) == pytest.approx((210.0 - 200.0) / 4)
 
 
 def test_idle_slots_are_not_overhead_and_the_last_figure_is_kept() -> None:
-    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+    usage = SlotUsage(walks_per_slot=5)
     usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
-    measured = usage.observe(110.0, 2, 2, walks([(1.5, 100.0 + k + 1.5) for k in range(10)]), [])
+    measured = usage.observe(110.0, 2, 2, walks([(1.5, 100.0 + k + 1.0) for k in range(10)]), [])
     # Now one slot idles: no walk for 10 s would look like huge overhead if it were counted.
     kept = usage.observe(120.0, slots=2, jobs_in_slots=1, walks=[], running=[])
     assert measured > 0.0
     assert kept == measured
 
 
-def test_no_figure_before_the_slots_have_been_busy_long_enough() -> None:
-    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+def test_no_figure_before_enough_walks_have_ended_in_the_busy_stretch() -> None:
+    usage = SlotUsage(walks_per_slot=4)
     usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
-    early = usage.observe(103.0, 2, 2, walks([(0.4, 100.0 + k * 0.5) for k in range(6)]), [])
+    before = walks([(0.4, 90.0 + k) for k in range(10)])  # ended before the stretch began
+    early = usage.observe(103.0, 2, 2, before + walks([(0.4, 101.0), (0.4, 102.0)]), [])
     assert early == 0.0
 
 
 def test_admission_waits_inside_walks_are_not_overhead() -> None:
     """Waits for a vendor's rate budget are in the walk (the forecast simulates them)."""
-    usage = SlotUsage(window_s=10.0, min_window_s=5.0)
+    usage = SlotUsage(walks_per_slot=4)
     usage.observe(100.0, slots=1, jobs_in_slots=1, walks=[], running=[])
     # Each 2 s walk is 0.5 s of call and 1.5 s of waiting for a rate token; 0.5 s between walks.
     ended = walks([(2.0, 100.0 + 2.5 * k + 2.0) for k in range(4)])
