@@ -25,27 +25,34 @@ Modelling choices:
   attempt, plus the remaining models of the route if it fails.
 * Jobs take the earliest free slot in queue order. More running jobs than slots (capacity just
   shrank) queue ahead of the waiting jobs.
-* Vendor limits (``VendorLimit``) are simulated as the workers enforce them: a model takes at most
-  ``calls_per_window`` call starts in any ``window_s`` (a sliding log, seeded with the calls
-  already started) and ``max_concurrency`` calls in flight. An attempt that would wait longer than
-  ``slot_wait_s`` for a rate token skips the model at once; one that finds the cap full skips it
-  after ``slot_wait_s``. Without this, a burst is forecast as if every job got the first model of
-  its route, while most are sent on to the next one when the first's rate budget is spent.
+* Vendor limits (``VendorLimit``) are simulated as the workers enforce them (``eta_limits``).
+  Without this, a burst is forecast as if every job got the first model of its route, while most
+  are sent on to the next one when the first's rate budget is spent.
   Running jobs' later attempts ignore the limits; jobs dispatched but not yet calling go
   through them like waiting jobs.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from scheduler.eta_curve import EtaCurve
 from scheduler.eta_latency import LatencyModel, fit_lognormal
+from scheduler.eta_limits import LimitState, walk_limited
+from scheduler.eta_model import (
+    ModelEstimate,
+    Route,
+    RunningJob,
+    VendorLimit,
+    check_route,
+    expected_service_s,
+)
+
+# Per-model figures flattened for the hot loop: (failure_rate, failure_latency_s, mu, sigma).
+_Step = tuple[float, float, float, float]
 
 __all__ = [
     "EtaCurve",
@@ -58,87 +65,6 @@ __all__ = [
     "forecast",
     "gradio_estimate",
 ]
-
-Route = tuple[str, ...]
-
-# Per-model figures flattened for the hot loop: (failure_rate, failure_latency_s, mu, sigma).
-_Step = tuple[float, float, float, float]
-
-
-@dataclass(frozen=True, slots=True)
-class VendorLimit:
-    """A model's vendor limits as the workers enforce them (see ``workers.admission``).
-
-    ``recent_starts_s``: when calls already admitted started, in seconds relative to the forecast
-    (<= 0); those within the last ``window_s`` still hold rate tokens.
-    """
-
-    calls_per_window: int
-    window_s: float
-    max_concurrency: int
-    slot_wait_s: float = 0.0
-    recent_starts_s: tuple[float, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.calls_per_window < 1 or self.max_concurrency < 1:
-            raise ValueError("calls_per_window and max_concurrency must be >= 1")
-        if self.window_s <= 0.0 or self.slot_wait_s < 0.0:
-            raise ValueError("need window_s > 0 and slot_wait_s >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelEstimate:
-    """What the simulation knows of one model right now."""
-
-    model: str
-    success_latency: LatencyModel
-    failure_rate: float
-    failure_latency_s: float
-    limit: VendorLimit | None = None
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.failure_rate <= 1.0:
-            raise ValueError(f"{self.model}: failure_rate {self.failure_rate} is not in [0, 1]")
-        if self.failure_latency_s < 0.0:
-            raise ValueError(f"{self.model}: failure_latency_s must be >= 0")
-
-    @property
-    def skipped(self) -> bool:
-        """The router skips it without a call (an open breaker): no vendor limit is touched."""
-        return self.failure_rate >= 1.0 and self.failure_latency_s == 0.0
-
-    @property
-    def mean_attempt_s(self) -> float:
-        """Expected duration of one attempt, failed or not."""
-        f = self.failure_rate
-        return f * self.failure_latency_s + (1.0 - f) * self.success_latency.mean_s
-
-
-@dataclass(frozen=True, slots=True)
-class RunningJob:
-    """A job in a worker slot, ``elapsed_s`` into its attempt on ``route[model_index]``."""
-
-    elapsed_s: float
-    route: Route
-    model_index: int = 0
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.model_index < len(self.route):
-            raise ValueError(f"model_index {self.model_index} outside route {self.route}")
-        if self.elapsed_s < 0.0:
-            raise ValueError(f"elapsed_s must be >= 0, got {self.elapsed_s}")
-
-
-def expected_service_s(route: Route, models: Mapping[str, ModelEstimate]) -> float:
-    """Mean slot time of a fresh job on ``route``: the attempts weighted by reaching them."""
-    _check_route(route, models)
-    total_s = 0.0
-    reach_probability = 1.0
-    for name in route:
-        estimate = models[name]
-        total_s += reach_probability * estimate.mean_attempt_s
-        reach_probability *= estimate.failure_rate
-    return total_s
 
 
 def forecast(
@@ -177,7 +103,7 @@ def forecast(
     if queue_depth is None and not single_route:
         queue_depth = len(routes)
     for route in (*(job.route for job in running), *dispatched):
-        _check_route(route, models)
+        check_route(route, models)
     mean_service_s = job_overhead_s + (
         math.fsum(expected_service_s(r, models) for r in routes) / len(routes))
     if slots == 0:
@@ -234,45 +160,6 @@ def gradio_estimate(
     return start_s, start_s + mean_service_s
 
 
-class _LimitState:
-    """One run's view of a model's vendor limits: the sliding log of call starts, calls in flight."""
-
-    __slots__ = ("limit", "starts_s", "in_flight_ends_s")
-
-    def __init__(self, limit: VendorLimit) -> None:
-        self.limit = limit
-        self.starts_s = sorted(t for t in limit.recent_starts_s if t > -limit.window_s)
-        self.in_flight_ends_s: list[float] = []
-
-    def admit(self, at_s: float) -> tuple[bool, float]:
-        """(admitted, when): the call's start after any wait, or when the model was given up."""
-        limit = self.limit
-        ends = self.in_flight_ends_s
-        while ends and ends[0] <= at_s:
-            heapq.heappop(ends)
-        if len(ends) >= limit.max_concurrency:
-            if ends[0] - at_s > limit.slot_wait_s:
-                return False, at_s + limit.slot_wait_s
-            at_s = heapq.heappop(ends)
-        starts = self.starts_s
-        cut = bisect.bisect_right(starts, at_s - limit.window_s)
-        if cut:
-            del starts[:cut]
-        # Calls simulated after ``at_s`` count too: jobs are walked in start order, not call order.
-        in_window = len(starts)
-        if in_window >= limit.calls_per_window:
-            # The call may start when enough of the window's calls have aged out of it.
-            ready_s = starts[in_window - limit.calls_per_window] + limit.window_s
-            if ready_s - at_s > limit.slot_wait_s:
-                return False, at_s
-            at_s = ready_s
-        bisect.insort(starts, at_s)
-        return True, at_s
-
-    def called(self, end_s: float) -> None:
-        heapq.heappush(self.in_flight_ends_s, end_s)
-
-
 def _forecast_limited(
     slots: int,
     running: Sequence[RunningJob],
@@ -296,7 +183,7 @@ def _forecast_limited(
     tail_from = ahead + (len(position_routes) - ahead) // 2
     slot_s_per_job: list[float] = []
     for _ in range(runs):
-        limits = {name: _LimitState(e.limit) for name, e in models.items() if e.limit is not None}
+        limits = {name: LimitState(e.limit) for name, e in models.items() if e.limit is not None}
         free_at_s = [0.0] * slots
         for job in running:
             remaining_s = _sample_remaining(job, models, rng)
@@ -308,7 +195,7 @@ def _forecast_limited(
         finishes: list[float] = []
         for route in position_routes:
             start_s = free_at_s[0]
-            finish_s = _walk_limited(route, start_s, models, limits, rng) + job_overhead_s
+            finish_s = walk_limited(route, start_s, models, limits, rng) + job_overhead_s
             heapq.heapreplace(free_at_s, finish_s)
             starts.append(start_s)
             finishes.append(finish_s)
@@ -318,29 +205,6 @@ def _forecast_limited(
         finish_runs.append(finishes)
     return _curve(slots, math.fsum(slot_s_per_job) / len(slot_s_per_job), start_runs,
                   finish_runs, ahead, queue_depth)
-
-
-def _walk_limited(route: Route, at_s: float, models: Mapping[str, ModelEstimate],
-                  limits: Mapping[str, _LimitState], rng: random.Random) -> float:
-    """When a job that starts its route at ``at_s`` leaves its slot (before overhead)."""
-    for name in route:
-        estimate = models[name]
-        if estimate.skipped:
-            continue
-        state = limits.get(name)
-        if state is not None:
-            admitted, at_s = state.admit(at_s)
-            if not admitted:
-                continue
-        failed = estimate.failure_rate > 0.0 and rng.random() < estimate.failure_rate
-        call_s = (estimate.failure_latency_s if failed
-                  else estimate.success_latency.sample(rng))
-        if state is not None:
-            state.called(at_s + call_s)
-        at_s += call_s
-        if not failed:
-            return at_s
-    return at_s
 
 
 def _simulate_queue(
@@ -403,14 +267,6 @@ def _route_list(waiting_routes: Sequence[Route] | Route) -> tuple[list[Route], b
     if isinstance(waiting_routes[0], str):
         return [tuple(str(name) for name in waiting_routes)], True
     return [tuple(route) for route in waiting_routes], False
-
-
-def _check_route(route: Route, models: Mapping[str, ModelEstimate]) -> None:
-    if not route:
-        raise ValueError("a route needs at least one model")
-    unknown = [name for name in route if name not in models]
-    if unknown:
-        raise ValueError(f"no estimate for model(s) {unknown} on route {route}")
 
 
 def _column_midmeans_ms(rows: list[list[float]]) -> tuple[float, ...]:

@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 FAILURE_WINDOW_S = 60.0
 RECENT_CALLS = 30
 EXACT_POSITIONS = 200
+EXACT_MARGIN = 50  # positions simulated past the queue's end: jobs that arrive before the next one
 
 Unavailable = Callable[[str], bool]
 
@@ -200,7 +201,8 @@ class SnapshotPublisher:
         dispatched = [(j, route) for j, route in zip(pending, pending_routes, strict=True)
                       if all(m in models for m in route)]
         curve = forecast(
-            slots, runs, routes or default_route, models, exact_positions=EXACT_POSITIONS,
+            slots, runs, routes or default_route, models,
+            exact_positions=min(EXACT_POSITIONS, sum(depth.values()) + EXACT_MARGIN),
             queue_depth=sum(depth.values()), job_overhead_s=overhead_s,
             dispatched=[route for _, route in dispatched])
         return {
