@@ -16,8 +16,9 @@ fallback model of the route is primed: ``PRIME_JOBS`` jobs pinned to each, under
 profile, so that a model a burst spills onto is forecast from its own latencies and not from the
 catalogue's baseline (which may be far off: Seedream's is 21 s, the simulator's peak-hours median
 8 s). Priming jobs are not scored and are not in Gradio's history (another route). Then a warm-up
-burst of ``4 x slots`` default-route jobs, so the publisher has fitted failure rates and Gradio's
-running mean has a value; warm-up jobs are not scored, but count in Gradio's running mean.
+burst of ``10 x slots`` default-route jobs, so the publisher has fitted latencies (from some 30 to
+80 calls per model: a deployment has the last 200) and failure rates, and Gradio's running mean
+has a value; warm-up jobs are not scored, but count in Gradio's running mean.
 ``--no-prime`` shows the cold case.
 
 Scored per job: the ETA in the submit response (start and finish, seconds from then) against the
@@ -61,6 +62,7 @@ from tests.stack import RunningStack, start_private_redis, start_stack  # noqa: 
 FIRST_MODEL = "gemini-3-pro-image-preview"
 BURST_JOBS = 500
 PRIME_JOBS = 8
+WARM_UP_PER_SLOT = 10
 MIN_WAIT_UNSCALED_S = 5.0
 DRAIN_TIMEOUT_S = 300.0
 
@@ -169,7 +171,7 @@ class Bench:
         self.forget_history()
         if self.prime_route:
             self.prime(self.prime_route)
-        warm = self.submit_many(4 * self.slots)
+        warm = self.submit_many(WARM_UP_PER_SLOT * self.slots)
         warm_times = self.times([j["id"] for j in warm])
         mean_service_s = sum(f - s for s, f in warm_times.values()) / len(warm_times)
         time.sleep(1.5)  # one fresh snapshot after the last warm-up job
