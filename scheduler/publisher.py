@@ -116,11 +116,11 @@ class SlotUsage:
     A walk is a job's admission waits and vendor calls, which the forecast simulates; what else
     a job holds its slot for (loading, storing images, the hand-over to the next job) it does not,
     so it is measured here and added to every job. Measured over the last ``walks_per_slot x
-    slots`` walks of an unbroken stretch in which every slot held a job (an idle slot is not
-    overhead), once at least half that many have ended in it: a window counted in jobs, not
-    seconds, holds as many walks whether a call takes 0.5 s or 50 s. Walks are clipped to the
-    window and walks under way (running jobs) counted up to now. The last figure is kept in
-    between.
+    slots`` walks of an unbroken busy stretch (every slot holds a job, or jobs wait: an idle slot
+    is not overhead, a slot between jobs while jobs wait is), once at least half that many have
+    ended in it: a window counted in jobs, not seconds, holds as many walks whether a call takes
+    0.5 s or 50 s. Walks are clipped to the window and walks under way counted up to now. The
+    last figure is kept in between.
     """
 
     def __init__(self, walks_per_slot: int = 4) -> None:
@@ -128,22 +128,24 @@ class SlotUsage:
         self.overhead_s = 0.0
         self._busy_since_s: float | None = None
 
-    def observe(self, now_s: float, slots: int, jobs_in_slots: int,
+    def observe(self, now_s: float, slots: int, busy: bool,
                 walks: list[telemetry.RouteWalk],
-                running: list[telemetry.RunningInfo]) -> float:
-        if not (slots > 0 and jobs_in_slots >= slots):
+                walking: list[telemetry.RunningInfo]) -> float:
+        """``busy``: every slot holds a job or jobs wait for one; ``walking``: the running jobs
+        still walking their routes."""
+        if not (slots > 0 and busy):
             self._busy_since_s = None
             return self.overhead_s
         if self._busy_since_s is None:
             self._busy_since_s = now_s
-        busy = [w for w in walks if w.at_s > self._busy_since_s]  # newest first
+        in_stretch = [w for w in walks if w.at_s > self._busy_since_s]  # newest first
         wanted = self.walks_per_slot * slots
-        if 2 * len(busy) < wanted:
+        if 2 * len(in_stretch) < wanted:
             return self.overhead_s
-        since_s = busy[wanted - 1].at_s if len(busy) > wanted else self._busy_since_s
-        ended = [w for w in busy if w.at_s > since_s]
+        since_s = in_stretch[wanted - 1].at_s if len(in_stretch) > wanted else self._busy_since_s
+        ended = [w for w in in_stretch if w.at_s > since_s]
         walking_s = math.fsum(min(w.duration_s, w.at_s - since_s) for w in ended)
-        walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in running)
+        walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in walking)
         self.overhead_s = max(0.0, (slots * (now_s - since_s) - walking_s) / len(ended))
         return self.overhead_s
 
@@ -183,21 +185,24 @@ class SnapshotPublisher:
         workers = capacity.live_workers(self.redis)
         slots = sum(workers.values())
         running = telemetry.running_jobs(self.redis)
+        walking = [r for r in running if r.walking]  # the others only store their images
         samples = telemetry.latency_samples(self.redis, list(self.catalogue.models))
-        models = model_estimates(self.catalogue, samples, now_s, self.unavailable, running,
+        models = model_estimates(self.catalogue, samples, now_s, self.unavailable, walking,
                                  self.limits)
-        in_calls = {r.job_id for r in running}
-        pending = [j for j in self.inflight() if j not in in_calls]
+        started = {r.job_id for r in running}
+        pending = [j for j in self.inflight() if j not in started]
         head = self.index.head(EXACT_POSITIONS)
         known = self.routes_of([*pending, *head])
         default_route = self.catalogue.routes["default"].models
         pending_routes = [known.get(j, default_route) for j in pending]
         routes = [known[j] for j in head if j in known]
         depth = {lane: self.index.depth(lane) for lane in keys.LANES}
-        overhead_s = self.slot_usage.observe(now_s, slots, len(running) + len(pending),
-                                             telemetry.route_walks(self.redis), running)
+        # Jobs waiting while a slot is between jobs: that gap is overhead too, not idleness.
+        busy = len(running) + len(pending) >= slots or sum(depth.values()) > 0
+        overhead_s = self.slot_usage.observe(now_s, slots, busy,
+                                             telemetry.route_walks(self.redis), walking)
         runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
-                for r in running if all(m in models for m in r.route)]
+                for r in walking if all(m in models for m in r.route)]
         dispatched = [(j, route) for j, route in zip(pending, pending_routes, strict=True)
                       if all(m in models for m in route)]
         curve = forecast(

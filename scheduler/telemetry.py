@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -25,10 +26,16 @@ class RunningInfo:
     model_index: int
     job_started_s: float
     attempt_started_s: float
+    walk_ended_s: float | None = None
+    """Set once the job's walk is over (it is storing its images, or parking): no call is left."""
 
     @property
     def model(self) -> str:
         return self.route[self.model_index]
+
+    @property
+    def walking(self) -> bool:
+        return self.walk_ended_s is None
 
 
 @dataclass(frozen=True)
@@ -60,10 +67,16 @@ class RouteWalk:
     at_s: float
 
 
-def record_walk(client: redis.Redis, duration_s: float) -> None:
+def record_walk(client: redis.Redis, job_id: str, route: tuple[str, ...], model_index: int,
+                job_started_s: float, attempt_started_s: float) -> None:
+    """The job's walk is over: its length for the slot overhead, and its running entry says so."""
+    now_s = time.time()
+    info = {"route": list(route), "model_index": model_index, "job_started_s": job_started_s,
+            "attempt_started_s": attempt_started_s, "walk_ended_s": now_s}
     pipe = client.pipeline()
-    pipe.lpush(keys.WALKS, f"{duration_s:.4f}:{time.time():.3f}")
+    pipe.lpush(keys.WALKS, f"{now_s - job_started_s:.4f}:{now_s:.3f}")
     pipe.ltrim(keys.WALKS, 0, WALK_SAMPLES - 1)
+    pipe.hset(keys.RUNNING, job_id, json.dumps(info))
     pipe.execute()
 
 
@@ -79,20 +92,21 @@ def route_walks(client: redis.Redis) -> list[RouteWalk]:
 def running_jobs(client: redis.Redis) -> list[RunningInfo]:
     found = []
     for job_id, raw in client.hgetall(keys.RUNNING).items():
-        info = json.loads(raw)
-        found.append(RunningInfo(job_id.decode() if isinstance(job_id, bytes) else job_id,
-                                 tuple(info["route"]), int(info["model_index"]),
-                                 float(info["job_started_s"]), float(info["attempt_started_s"])))
+        found.append(_running_info(job_id.decode() if isinstance(job_id, bytes) else job_id,
+                                   json.loads(raw)))
     return found
 
 
 def running_job(client: redis.Redis, job_id: str) -> RunningInfo | None:
     raw = client.hget(keys.RUNNING, job_id)
-    if raw is None:
-        return None
-    info = json.loads(raw)
+    return None if raw is None else _running_info(job_id, json.loads(raw))
+
+
+def _running_info(job_id: str, info: dict[str, Any]) -> RunningInfo:
+    ended = info.get("walk_ended_s")
     return RunningInfo(job_id, tuple(info["route"]), int(info["model_index"]),
-                       float(info["job_started_s"]), float(info["attempt_started_s"]))
+                       float(info["job_started_s"]), float(info["attempt_started_s"]),
+                       None if ended is None else float(ended))
 
 
 def latency_samples(client: redis.Redis, models: list[str]) -> dict[str, list[LatencySample]]:

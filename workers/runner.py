@@ -100,8 +100,10 @@ class TelemetryHooks(AttemptHooks):
     def __init__(self, ctx: WorkerContext, job_id: str, route: tuple[str, ...]) -> None:
         self.ctx, self.job_id, self.route = ctx, job_id, route
         self.job_started_s = time.time()
+        self.model_index, self.attempt_started_s = 0, self.job_started_s
 
     def before(self, index: int, model: ModelSpec) -> str | None:
+        self.model_index, self.attempt_started_s = index, time.time()
         try:
             telemetry.mark_attempt(self.ctx.redis, self.job_id, self.route, index,
                                    self.job_started_s)
@@ -112,7 +114,8 @@ class TelemetryHooks(AttemptHooks):
     def walked(self) -> None:
         """The walk is over: its length (calls and admission waits) tells the slot overhead."""
         try:
-            telemetry.record_walk(self.ctx.redis, time.time() - self.job_started_s)
+            telemetry.record_walk(self.ctx.redis, self.job_id, self.route, self.model_index,
+                                  self.job_started_s, self.attempt_started_s)
         except redis.RedisError as exc:
             log.warning("cannot record the route walk of %s: %s", self.job_id, exc)
 

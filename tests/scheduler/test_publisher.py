@@ -24,58 +24,59 @@ def walks(duration_end_s: list[tuple[float, float]]) -> list[RouteWalk]:
 
 def test_overhead_is_busy_slot_time_outside_route_walks_per_walk() -> None:
     usage = SlotUsage(walks_per_slot=5)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    usage.observe(100.0, slots=2, busy=True, walks=[], walking=[])
     # 2 slots busy for 10 s = 20 slot-seconds; 9 walks of 1.5 s = 13.5 s walking.
     ended = walks([(1.5, 101.5 + k) for k in range(9)])
-    overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=[])
+    overhead_s = usage.observe(110.0, slots=2, busy=True, walks=ended, walking=[])
     assert overhead_s == pytest.approx((20.0 - 13.5) / 9)
 
 
 def test_the_window_holds_the_last_walks_clipped_to_it_and_walks_under_way() -> None:
     usage = SlotUsage(walks_per_slot=2)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    usage.observe(100.0, slots=2, busy=True, walks=[], walking=[])
     # Window: after the 4th newest walk ended (104.0). In it: a 3 s walk that ended at 105.0
     # walked 1 s of it, two 1 s walks, and one job has walked for 2 s, up to now (110.0).
     ended = walks([(1.0, 101.0), (1.0, 102.0), (1.0, 104.0), (3.0, 105.0), (1.0, 107.0),
                    (1.0, 109.0)])
     running = [RunningInfo("j", ("a",), 0, job_started_s=108.0, attempt_started_s=108.5)]
-    overhead_s = usage.observe(110.0, slots=2, jobs_in_slots=2, walks=ended, running=running)
+    overhead_s = usage.observe(110.0, slots=2, busy=True, walks=ended, walking=running)
     assert overhead_s == pytest.approx((2 * 6.0 - (1.0 + 1.0 + 1.0 + 2.0)) / 3)
 
 
 def test_the_window_is_counted_in_jobs_so_slow_calls_are_measured_too() -> None:
     usage = SlotUsage(walks_per_slot=4)
-    usage.observe(0.0, slots=1, jobs_in_slots=1, walks=[], running=[])
+    usage.observe(0.0, slots=1, busy=True, walks=[], walking=[])
     # 50 s calls, each after 2 s of overhead: four walks in 210 s leave 10 s of overhead.
     ended = walks([(50.0, 52.0 * k + 52.0) for k in range(4)])
-    assert usage.observe(210.0, 1, 1, ended, []) == pytest.approx((210.0 - 200.0) / 4)
+    assert usage.observe(210.0, 1, True, ended, []) == pytest.approx((210.0 - 200.0) / 4)
 
 
 def test_idle_slots_are_not_overhead_and_the_last_figure_is_kept() -> None:
     usage = SlotUsage(walks_per_slot=5)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
-    measured = usage.observe(110.0, 2, 2, walks([(1.5, 100.0 + k + 1.0) for k in range(10)]), [])
-    # Now one slot idles: no walk for 10 s would look like huge overhead if it were counted.
-    kept = usage.observe(120.0, slots=2, jobs_in_slots=1, walks=[], running=[])
+    usage.observe(100.0, slots=2, busy=True, walks=[], walking=[])
+    ended = walks([(1.5, 100.0 + k + 1.0) for k in range(10)])
+    measured = usage.observe(110.0, 2, True, ended, [])
+    # Now one slot idles and nothing waits: no walk for 10 s would look like huge overhead if it were counted.
+    kept = usage.observe(120.0, slots=2, busy=False, walks=[], walking=[])
     assert measured > 0.0
     assert kept == measured
 
 
 def test_no_figure_before_enough_walks_have_ended_in_the_busy_stretch() -> None:
     usage = SlotUsage(walks_per_slot=4)
-    usage.observe(100.0, slots=2, jobs_in_slots=2, walks=[], running=[])
+    usage.observe(100.0, slots=2, busy=True, walks=[], walking=[])
     before = walks([(0.4, 90.0 + k) for k in range(10)])  # ended before the stretch began
-    early = usage.observe(103.0, 2, 2, before + walks([(0.4, 101.0), (0.4, 102.0)]), [])
+    early = usage.observe(103.0, 2, True, before + walks([(0.4, 101.0), (0.4, 102.0)]), [])
     assert early == 0.0
 
 
 def test_admission_waits_inside_walks_are_not_overhead() -> None:
     """Waits for a vendor's rate budget are in the walk (the forecast simulates them)."""
     usage = SlotUsage(walks_per_slot=4)
-    usage.observe(100.0, slots=1, jobs_in_slots=1, walks=[], running=[])
+    usage.observe(100.0, slots=1, busy=True, walks=[], walking=[])
     # Each 2 s walk is 0.5 s of call and 1.5 s of waiting for a rate token; 0.5 s between walks.
     ended = walks([(2.0, 100.0 + 2.5 * k + 2.0) for k in range(4)])
-    overhead_s = usage.observe(110.0, slots=1, jobs_in_slots=1, walks=ended, running=[])
+    overhead_s = usage.observe(110.0, slots=1, busy=True, walks=ended, walking=[])
     assert overhead_s == pytest.approx((10.0 - 8.0) / 4)
 
 
@@ -158,3 +159,20 @@ def test_a_job_handed_to_a_worker_reads_as_starting_now_with_its_finish_eta(
 
     publisher.index.park(job.id, int(time.time() * 1000) + 60_000)
     assert queue.get(tenant_id, job.id).eta_finish_s is None  # parked: no ETA to give
+
+
+def test_a_job_past_its_walk_holds_no_call_and_is_not_dispatched_again(
+        publisher: SnapshotPublisher) -> None:
+    capacity.heartbeat(publisher.redis, "w1", 1, ttl_s=30)
+    route = load_catalogue().routes["default"].models
+    publisher.redis.zadd(keys.INFLIGHT, {"job-1": int(time.time() * 1000)})
+    telemetry.mark_attempt(publisher.redis, "job-1", route, 0, time.time() - 1.0)
+    telemetry.record_walk(publisher.redis, "job-1", route, 0, time.time() - 1.0, time.time() - 0.5)
+
+    (info,) = telemetry.running_jobs(publisher.redis)
+    assert not info.walking and info.walk_ended_s is not None
+    assert telemetry.route_walks(publisher.redis)[0].duration_s == pytest.approx(1.0, abs=0.1)
+    snapshot = publisher.build()
+    # Storing its images, it frees the one slot in a moment: not a fresh job ahead of the queue.
+    assert snapshot["dispatched"] == []
+    assert snapshot["curve"]["start_ms"][0] == 0
