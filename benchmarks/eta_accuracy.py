@@ -25,7 +25,7 @@ Scored per job: the ETA in the submit response (start and finish, seconds from t
 job's ``started_at`` / ``finished_at``. ETA-to-start is scored only for jobs that waited at least
 5 s x latency scale. Gradio's estimate is replayed on the same run (see ``eta_scoring.gradio_at``).
 
-    python benchmarks/eta_accuracy.py                      # everything, about 8 minutes
+    python benchmarks/eta_accuracy.py                      # everything, about 9 minutes
     python benchmarks/eta_accuracy.py --only burst-healthy steady-outage
 """
 
@@ -344,8 +344,10 @@ def main() -> None:
                 bench.prime_route = list(load_catalogue().routes["default"].models)
             print(f"ETA accuracy on the real stack: 2 worker processes x {args.concurrency} "
                   f"threads = {bench.slots} slots; simulator latencies x {args.latency_scale} "
-                  f"(lognormal per model, peak-hours medians; vendor rate limits and breaker window/open "
-                  f"period scaled alike); start scored for waits >= "
+                  f"(lognormal per model, peak-hours medians; vendor rate windows, breaker "
+                  f"window/open period and snapshot period scaled alike); fallback models "
+                  f"{'primed' if bench.prime_route else 'not primed'}, warm-up "
+                  f"{WARM_UP_PER_SLOT} jobs per slot; start scored for waits >= "
                   f"{MIN_WAIT_UNSCALED_S * args.latency_scale:.2f}s; errors are |ETA - actual| "
                   f"in s and % of actual\n", flush=True)
             for scenario in chosen:

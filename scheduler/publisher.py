@@ -52,7 +52,7 @@ from scheduler.eta import (
 )
 from scheduler.index import WaitingIndex
 from scheduler.queue import route_models
-from scheduler.snapshot import SNAPSHOT_CHANNEL
+from scheduler.snapshot import SNAPSHOT_CHANNEL, read_snapshot
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ class SlotUsage:
             return self.overhead_s
         if self._busy_since_s is None:
             self._busy_since_s = now_s
-        in_stretch = [w for w in walks if w.at_s > self._busy_since_s]  # newest first
+        # Newest first. A walk that ended after ``now_s`` (read a moment later) may also be in
+        # ``walking``: counting it twice made the overhead negative now and then.
+        in_stretch = [w for w in walks if self._busy_since_s < w.at_s <= now_s]
         wanted = self.walks_per_slot * slots
         if 2 * len(in_stretch) < wanted:
             return self.overhead_s
@@ -148,6 +150,15 @@ class SlotUsage:
         walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in walking)
         self.overhead_s = max(0.0, (slots * (now_s - since_s) - walking_s) / len(ended))
         return self.overhead_s
+
+
+def last_overhead_s(client: redis.Redis) -> float:
+    """The slot overhead of the last snapshot published, if there is one (0 otherwise)."""
+    try:
+        snapshot = read_snapshot(client)
+        return float(snapshot.data.get("job_overhead_s", 0.0)) if snapshot else 0.0
+    except (redis.RedisError, ValueError, KeyError, TypeError):
+        return 0.0
 
 
 class SnapshotPublisher:
@@ -164,6 +175,7 @@ class SnapshotPublisher:
         self.leader = leader
         self.stopping = threading.Event()
         self.slot_usage = SlotUsage()
+        self.slot_usage.overhead_s = last_overhead_s(client)  # a standby taking over keeps it
         self.limits = limits or WorkerLimits()
 
     def inflight(self) -> list[str]:
@@ -184,7 +196,9 @@ class SnapshotPublisher:
         dispatch_count = self.index.dispatch_count()  # before the head is read
         workers = capacity.live_workers(self.redis)
         slots = sum(workers.values())
+        running_as_of_s = time.time()
         running = telemetry.running_jobs(self.redis)
+        walks = telemetry.route_walks(self.redis)
         walking = [r for r in running if r.walking]  # the others only store their images
         samples = telemetry.latency_samples(self.redis, list(self.catalogue.models))
         models = model_estimates(self.catalogue, samples, now_s, self.unavailable, walking,
@@ -199,8 +213,7 @@ class SnapshotPublisher:
         depth = {lane: self.index.depth(lane) for lane in keys.LANES}
         # Jobs waiting while a slot is between jobs: that gap is overhead too, not idleness.
         busy = len(running) + len(pending) >= slots or sum(depth.values()) > 0
-        overhead_s = self.slot_usage.observe(now_s, slots, busy,
-                                             telemetry.route_walks(self.redis), walking)
+        overhead_s = self.slot_usage.observe(running_as_of_s, slots, busy, walks, walking)
         runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
                 for r in walking if all(m in models for m in r.route)]
         dispatched = [(j, route) for j, route in zip(pending, pending_routes, strict=True)

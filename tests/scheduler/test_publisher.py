@@ -176,3 +176,23 @@ def test_a_job_past_its_walk_holds_no_call_and_is_not_dispatched_again(
     # Storing its images, it frees the one slot in a moment: not a fresh job ahead of the queue.
     assert snapshot["dispatched"] == []
     assert snapshot["curve"]["start_ms"][0] == 0
+
+
+def test_a_walk_that_ended_after_the_moment_measured_is_not_counted_twice() -> None:
+    usage = SlotUsage(walks_per_slot=4)
+    usage.observe(100.0, slots=1, busy=True, walks=[], walking=[])
+    ended = walks([(0.9, 101.0 + k) for k in range(4)])
+    # Still walking when the running jobs were read (at 105.0); its walk ended at 105.2.
+    late = walks([(1.0, 105.2)])
+    walking = [RunningInfo("j", ("a",), 0, job_started_s=104.2, attempt_started_s=104.2)]
+    overhead_s = usage.observe(105.0, 1, True, late + ended, walking)
+    assert overhead_s == pytest.approx((5.0 - 4 * 0.9 - 0.8) / 4)
+
+
+def test_a_new_publisher_starts_from_the_last_published_overhead(
+        publisher: SnapshotPublisher) -> None:
+    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    publisher.slot_usage.overhead_s = 0.042
+    publisher.publish_once()
+    standby = SnapshotPublisher(publisher.redis, publisher.sessions, publisher.catalogue)
+    assert standby.slot_usage.overhead_s == pytest.approx(0.042)
