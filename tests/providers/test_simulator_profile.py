@@ -10,8 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.responses import Response
 
+from providers.simulator.outcomes import Kind
 from providers.simulator.profile import ProfileError, load_profile
+from providers.simulator.state import Decision
+from providers.simulator.vendors.common import serve_call
 from tests.providers.test_simulator_vendors import BEARER, post
 
 MODEL = "gpt-image-1.5"
@@ -159,3 +163,33 @@ def test_unicode_prompts_round_trip(simulator: str) -> None:
 
 def test_a_forced_outcome_works_inside_a_unicode_prompt(simulator: str) -> None:
     assert generate(simulator, "猫 🐱 [sim:content_policy] 猫").status_code == 400
+
+
+def test_a_call_answers_after_its_latency_with_the_image_made_meanwhile() -> None:
+    """A vendor's latency includes making the image: rendering must not add to it."""
+
+    class FakeCall:
+        decision = Decision(Kind.OK, None, 0.3)
+        statuses: list[int | None] = []
+
+        def finish(self, status: int | None) -> None:
+            self.statuses.append(status)
+
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        rendering_began: list[float] = []
+
+        async def respond(decision: Decision) -> Response:
+            rendering_began.append(loop.time() - began)
+            await asyncio.sleep(0.1)  # rendering
+            return Response(status_code=200)
+
+        call: Any = FakeCall()
+        response = await serve_call(call, request=None, respond=respond)  # type: ignore[arg-type]
+        assert response.status_code == 200 and call.statuses == [200]
+        return rendering_began[0], loop.time() - began
+
+    rendering_began_s, answered_s = asyncio.run(scenario())
+    assert rendering_began_s < 0.1  # not after the 0.3 s latency
+    assert 0.3 <= answered_s < 0.39  # the latency, not latency + rendering

@@ -104,21 +104,28 @@ async def _client_left_within(request: Request, seconds: float) -> bool:
 
 
 async def serve_call(call: Call, request: Request, respond: Respond) -> Response:
-    """Wait the call's latency, answer, and close it in the ledger. ``hang`` waits for the client
-    to give up (and answers like ``deadline`` should it ever wait the full 600 s)."""
+    """Answer after the call's latency, and close it in the ledger. The answer (an image, say) is
+    made while the latency runs, as a vendor's latency includes making the image: the time the
+    client sees is the profile's, not that plus this machine's rendering time. ``hang`` waits for
+    the client to give up (and answers like ``deadline`` should it ever wait the full 600 s)."""
     decision = call.decision
     status: int | None = None
+    answer: asyncio.Future[Response] | None = None
     try:
         if decision.kind is Kind.HANG:
             if await _client_left_within(request, HANG_S):
                 return Response(status_code=499)
-            decision = Decision(Kind.DEADLINE, None, decision.latency_s)
+            answer = asyncio.ensure_future(respond(Decision(Kind.DEADLINE, None,
+                                                            decision.latency_s)))
         else:
+            answer = asyncio.ensure_future(respond(decision))
             await asyncio.sleep(decision.latency_s)
-        response = await respond(decision)
+        response = await answer
         status = response.status_code
         return response
     finally:
+        if answer is not None and not answer.done():
+            answer.cancel()
         call.finish(status)
 
 
