@@ -113,22 +113,16 @@ def forecast(
     ahead = len(dispatched)
     position_routes = [tuple(r) for r in dispatched]
     position_routes += [routes[p % len(routes)] for p in range(exact_positions)]
-    if any(models[m].limit is not None for route in set(position_routes) for m in route):
-        return _forecast_limited(slots, running, position_routes, ahead, models, runs, seed,
-                                 queue_depth, job_overhead_s)
-    plans = {route: _plan(route, models) for route in set(position_routes)}
-    position_plans = [plans[route] for route in position_routes]
-    rng = random.Random(seed)
-    start_runs: list[list[float]] = []
-    finish_runs: list[list[float]] = []
-    for _ in range(runs):
-        free_at_s = [0.0] * slots  # a heap of the times each slot frees up
-        for job in running:
-            remaining_s = _sample_remaining(job, models, rng) + 0.5 * job_overhead_s
-            heapq.heapreplace(free_at_s, free_at_s[0] + remaining_s)
-        starts, finishes = _simulate_queue(free_at_s, position_plans, rng, job_overhead_s)
-        start_runs.append(starts)
-        finish_runs.append(finishes)
+    limited = any(models[m].limit is not None for route in set(position_routes) for m in route)
+    start_runs, finish_runs = _simulate(slots, running, position_routes, models, runs, seed,
+                                        job_overhead_s, limited)
+    if limited:
+        # The tail grows at the simulated slot time per job over the second half of the exact
+        # positions, by when the limits have shaped the mix of models that serve the queue.
+        tail_from = ahead + (len(position_routes) - ahead) // 2
+        slot_s = [f - s for starts, finishes in zip(start_runs, finish_runs, strict=True)
+                  for s, f in zip(starts[tail_from:], finishes[tail_from:], strict=True)]
+        mean_service_s = math.fsum(slot_s) / len(slot_s)
     return _curve(slots, mean_service_s, start_runs, finish_runs, ahead, queue_depth)
 
 
@@ -160,31 +154,26 @@ def gradio_estimate(
     return start_s, start_s + mean_service_s
 
 
-def _forecast_limited(
+def _simulate(
     slots: int,
     running: Sequence[RunningJob],
     position_routes: Sequence[Route],
-    ahead: int,
     models: Mapping[str, ModelEstimate],
     runs: int,
     seed: int,
-    queue_depth: int | None,
     job_overhead_s: float,
-) -> EtaCurve:
-    """``forecast`` with vendor limits: every attempt of a waiting (or dispatched) job goes
-    through admission.
-
-    The tail's slope is the simulated slot time per job over the second half of the exact
-    positions, by when the limits have shaped the mix of models that serve the queue.
-    """
+    limited: bool,
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Start and finish of every position in every run. ``limited``: every attempt of a waiting
+    (or dispatched) job goes through the vendor limits' admission."""
     rng = random.Random(seed)
+    plans = {} if limited else {route: _plan(route, models) for route in set(position_routes)}
     start_runs: list[list[float]] = []
     finish_runs: list[list[float]] = []
-    tail_from = ahead + (len(position_routes) - ahead) // 2
-    slot_s_per_job: list[float] = []
     for _ in range(runs):
-        limits = {name: LimitState(e.limit) for name, e in models.items() if e.limit is not None}
-        free_at_s = [0.0] * slots
+        limits = ({name: LimitState(e.limit) for name, e in models.items() if e.limit is not None}
+                  if limited else {})
+        free_at_s = [0.0] * slots  # a heap of the times each slot frees up
         for job in running:
             remaining_s = _sample_remaining(job, models, rng)
             state = limits.get(job.route[job.model_index])
@@ -195,34 +184,15 @@ def _forecast_limited(
         finishes: list[float] = []
         for route in position_routes:
             start_s = free_at_s[0]
-            finish_s = walk_limited(route, start_s, models, limits, rng) + job_overhead_s
+            end_s = (walk_limited(route, start_s, models, limits, rng) if limited
+                     else start_s + _sample_service(plans[route], rng))
+            finish_s = end_s + job_overhead_s
             heapq.heapreplace(free_at_s, finish_s)
             starts.append(start_s)
             finishes.append(finish_s)
-        slot_s_per_job += [f - s for s, f in zip(starts[tail_from:], finishes[tail_from:],
-                                                 strict=True)]
         start_runs.append(starts)
         finish_runs.append(finishes)
-    return _curve(slots, math.fsum(slot_s_per_job) / len(slot_s_per_job), start_runs,
-                  finish_runs, ahead, queue_depth)
-
-
-def _simulate_queue(
-    free_at_s: list[float],
-    position_plans: Sequence[tuple[_Step, ...]],
-    rng: random.Random,
-    job_overhead_s: float = 0.0,
-) -> tuple[list[float], list[float]]:
-    heapreplace = heapq.heapreplace
-    starts: list[float] = []
-    finishes: list[float] = []
-    for plan in position_plans:
-        start_s = free_at_s[0]
-        finish_s = start_s + job_overhead_s + _sample_service(plan, rng)
-        heapreplace(free_at_s, finish_s)
-        starts.append(start_s)
-        finishes.append(finish_s)
-    return starts, finishes
+    return start_runs, finish_runs
 
 
 def _sample_remaining(

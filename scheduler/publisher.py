@@ -211,8 +211,9 @@ class SnapshotPublisher:
         pending_routes = [known.get(j, default_route) for j in pending]
         routes = [known[j] for j in head if j in known]
         depth = {lane: self.index.depth(lane) for lane in keys.LANES}
+        waiting = sum(depth.values())
         # Jobs waiting while a slot is between jobs: that gap is overhead too, not idleness.
-        busy = len(running) + len(pending) >= slots or sum(depth.values()) > 0
+        busy = len(running) + len(pending) >= slots or waiting > 0
         overhead_s = self.slot_usage.observe(running_as_of_s, slots, busy, walks, walking)
         runs = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
                 for r in walking if all(m in models for m in r.route)]
@@ -220,8 +221,8 @@ class SnapshotPublisher:
                       if all(m in models for m in route)]
         curve = forecast(
             slots, runs, routes or default_route, models,
-            exact_positions=min(EXACT_POSITIONS, sum(depth.values()) + EXACT_MARGIN),
-            queue_depth=sum(depth.values()), job_overhead_s=overhead_s,
+            exact_positions=min(EXACT_POSITIONS, waiting + EXACT_MARGIN),
+            queue_depth=waiting, job_overhead_s=overhead_s,
             dispatched=[route for _, route in dispatched])
         return {
             "as_of_s": now_s,

@@ -40,9 +40,12 @@ class Snapshot:
         since = 0
         if dispatch_count is not None:
             since = max(0, dispatch_count - int(self.data.get("dispatch_count", dispatch_count)))
-        start, finish = self.curve.at(position + since)
+        return self._from_now(*self.curve.at(position + since))
+
+    def _from_now(self, start_s: float, finish_s: float) -> tuple[float, float]:
+        """Times from the forecast made into times from now (the snapshot's age taken off)."""
         age = self.age_s
-        return round(max(0.0, start - age), 2), round(max(0.0, finish - age), 2)
+        return round(max(0.0, start_s - age), 2), round(max(0.0, finish_s - age), 2)
 
     def dispatched_eta(self, job_id: str, route: Sequence[str]
                        ) -> tuple[float | None, float | None]:
@@ -52,9 +55,7 @@ class Snapshot:
             return None, None
         ids = self.data.get("dispatched", [])
         if job_id in ids and len(self.curve.dispatched_s) == len(ids):
-            start, finish = self.curve.dispatched_s[ids.index(job_id)]
-            age = self.age_s
-            return round(max(0.0, start - age), 2), round(max(0.0, finish - age), 2)
+            return self._from_now(*self.curve.dispatched_s[ids.index(job_id)])
         return 0.0, self.dispatched_finish_s(route)
 
     def dispatched_finish_s(self, route: Sequence[str]) -> float | None:

@@ -47,9 +47,18 @@ class LatencySample:
 
 def mark_attempt(client: redis.Redis, job_id: str, route: tuple[str, ...], model_index: int,
                  job_started_s: float) -> None:
-    info = {"route": list(route), "model_index": model_index, "job_started_s": job_started_s,
-            "attempt_started_s": time.time()}
-    client.hset(keys.RUNNING, job_id, json.dumps(info))
+    client.hset(keys.RUNNING, job_id,
+                _running_entry(route, model_index, job_started_s, time.time()))
+
+
+def _running_entry(route: tuple[str, ...], model_index: int, job_started_s: float,
+                   attempt_started_s: float, walk_ended_s: float | None = None) -> str:
+    info: dict[str, Any] = {"route": list(route), "model_index": model_index,
+                            "job_started_s": job_started_s,
+                            "attempt_started_s": attempt_started_s}
+    if walk_ended_s is not None:
+        info["walk_ended_s"] = walk_ended_s
+    return json.dumps(info)
 
 
 def record_latency(client: redis.Redis, model: str, ok: bool, latency_s: float) -> None:
@@ -71,12 +80,11 @@ def record_walk(client: redis.Redis, job_id: str, route: tuple[str, ...], model_
                 job_started_s: float, attempt_started_s: float) -> None:
     """The job's walk is over: its length for the slot overhead, and its running entry says so."""
     now_s = time.time()
-    info = {"route": list(route), "model_index": model_index, "job_started_s": job_started_s,
-            "attempt_started_s": attempt_started_s, "walk_ended_s": now_s}
     pipe = client.pipeline()
     pipe.lpush(keys.WALKS, f"{now_s - job_started_s:.4f}:{now_s:.3f}")
     pipe.ltrim(keys.WALKS, 0, WALK_SAMPLES - 1)
-    pipe.hset(keys.RUNNING, job_id, json.dumps(info))
+    pipe.hset(keys.RUNNING, job_id,
+              _running_entry(route, model_index, job_started_s, attempt_started_s, now_s))
     pipe.execute()
 
 
