@@ -114,22 +114,26 @@ def test_positions_count_down_to_zero_and_are_never_shared(
 def test_waiting_jobs_carry_an_eta_that_grows_with_position(
         stack: RunningStack, api_key: str, fixed_latency: str) -> None:
     with stack.client(api_key) as client:
-        submit(client, 2, "warm-up")  # latency history for the model
+        warm_up = submit(client, 2, "warm-up")  # latency history for the model
         ids = submit(client, 10, "eta")
-        time.sleep(1.5)  # a snapshot or two
-        jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
-        waiting = sorted((j for j in jobs if j["queue_position"] is not None),
-                         key=lambda j: j["queue_position"])
-        assert len(waiting) >= 3
-        etas = [j["eta_start_seconds"] for j in waiting]
-        assert all(e is not None for e in etas), waiting
-        assert etas == sorted(etas)
-        for job in waiting:
-            assert job["eta_finish_seconds"] >= job["eta_start_seconds"]
-            # One slot, 0.3 s per job: the ETA to start is about position x 0.3 s.
-            assert job["eta_start_seconds"] == pytest.approx(
-                (job["queue_position"] + 1) * LATENCY_S, abs=1.2)
-        wait_all(client, ids)
+        try:
+            time.sleep(1.5)  # a snapshot or two
+            # Last-submitted first: the queue only moves forward while we read, so a job read
+            # later can only have moved further ahead — the order seen is a real one.
+            jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in reversed(ids)]
+            waiting = sorted((j for j in jobs if j["queue_position"] is not None),
+                             key=lambda j: j["queue_position"])
+            assert len(waiting) >= 3
+            etas = [j["eta_start_seconds"] for j in waiting]
+            assert all(e is not None for e in etas), waiting
+            assert etas == sorted(etas)
+            for job in waiting:
+                assert job["eta_finish_seconds"] >= job["eta_start_seconds"]
+                # One slot, 0.3 s per job: the ETA to start is about position x 0.3 s.
+                assert job["eta_start_seconds"] == pytest.approx(
+                    (job["queue_position"] + 1) * LATENCY_S, abs=1.2)
+        finally:
+            wait_all(client, warm_up + ids)  # the next test starts from an idle worker
 
 
 def test_workers_record_every_route_walk_for_the_slot_overhead(
