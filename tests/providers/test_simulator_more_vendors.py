@@ -33,6 +33,9 @@ def bfl_wait(polling_url: str, timeout_s: float = 5.0) -> dict[str, Any]:
 
 
 def test_bfl_submit_poll_download_yields_the_requested_image(simulator: str) -> None:
+    # Long enough that the first poll surely comes before the image, even on a busy machine.
+    slow = {"models": {"default": {"latency": {"median_s": 1.0, "sigma": 0.0}}}}
+    httpx.put(f"{simulator}/_sim/profile", json=slow, timeout=5).raise_for_status()
     submitted = bfl_submit(simulator, "a mountain", width=1024, height=768, output_format="png")
 
     assert submitted.status_code == 200
