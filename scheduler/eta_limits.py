@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
 import random
 from collections.abc import Mapping
 
@@ -57,23 +58,38 @@ class LimitState:
 
 
 
-def walk_limited(route: Route, at_s: float, models: Mapping[str, ModelEstimate],
-                  limits: Mapping[str, LimitState], rng: random.Random) -> float:
+# One model of a route, flattened for the hot loop: (index of its LimitState or -1,
+# failure_rate, failure_latency_s, mu, sigma). Models the router skips are left out.
+LimitedStep = tuple[int, float, float, float, float]
+
+
+def limited_plan(route: Route, models: Mapping[str, ModelEstimate],
+                 limit_index: Mapping[str, int]) -> tuple[LimitedStep, ...]:
+    """The route's steps for ``walk_limited``; ``limit_index`` numbers the models with limits."""
+    return tuple(
+        (limit_index.get(name, -1), e.failure_rate, e.failure_latency_s,
+         e.success_latency.mu, e.success_latency.sigma)
+        for name in route if not (e := models[name]).skipped)
+
+
+def walk_limited(plan: tuple[LimitedStep, ...], at_s: float, limits: list[LimitState],
+                 rng: random.Random) -> float:
     """When a job that starts its route at ``at_s`` leaves its slot (before overhead)."""
-    for name in route:
-        estimate = models[name]
-        if estimate.skipped:
-            continue
-        state = limits.get(name)
+    for index, failure_rate, failure_latency_s, mu, sigma in plan:
+        state = limits[index] if index >= 0 else None
         if state is not None:
             admitted, at_s = state.admit(at_s)
             if not admitted:
                 continue
-        failed = estimate.failure_rate > 0.0 and rng.random() < estimate.failure_rate
-        call_s = (estimate.failure_latency_s if failed
-                  else estimate.success_latency.sample(rng))
+        failed = failure_rate > 0.0 and rng.random() < failure_rate
+        if failed:
+            call_s = failure_latency_s
+        elif sigma == 0.0:
+            call_s = math.exp(mu)
+        else:
+            call_s = math.exp(mu + sigma * rng.gauss(0.0, 1.0))
         if state is not None:
-            state.called(at_s + call_s)
+            heapq.heappush(state.in_flight_ends_s, at_s + call_s)
         at_s += call_s
         if not failed:
             return at_s
