@@ -169,8 +169,7 @@ class JobQueue:
             if position is None:
                 if not self.index.is_dispatched(job.id):
                     return JobView(job, None)  # parked until a model is back
-                start, finish = snap.dispatched_eta(
-                    job.id, route_models(self.catalogue, job.route, job.requested_model))
+                start, finish = snap.dispatched_eta(job.id, self.index.dispatch_count())
                 return JobView(job, None, start, finish)
             start, finish = snap.eta(position, self.index.dispatch_count())
             return JobView(job, position, start, finish)

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from scheduler import keys
-from scheduler.eta import EtaCurve, LatencyModel, ModelEstimate, expected_service_s
+from scheduler.eta import EtaCurve, LatencyModel
 
 SNAPSHOT_CHANNEL = f"{keys.PREFIX}:snapshots"
 
@@ -37,43 +36,34 @@ class Snapshot:
         snapshot's age taken off."""
         if not self.curve.available:
             return None, None
-        since = 0
-        if dispatch_count is not None:
-            since = max(0, dispatch_count - int(self.data.get("dispatch_count", dispatch_count)))
-        return self._from_now(*self.curve.at(position + since))
+        return self._from_now(*self.curve.at(position + self._dispatched_since(dispatch_count)))
 
-    def _from_now(self, start_s: float, finish_s: float) -> tuple[float, float]:
-        """Times from the forecast made into times from now (the snapshot's age taken off)."""
-        age = self.age_s
-        return round(max(0.0, start_s - age), 2), round(max(0.0, finish_s - age), 2)
-
-    def dispatched_eta(self, job_id: str, route: Sequence[str]
+    def dispatched_eta(self, job_id: str, dispatch_count: int | None = None
                        ) -> tuple[float | None, float | None]:
         """(start, finish) in seconds from now for a job handed to a worker that has not called
-        a vendor yet: as forecast, or, dispatched since the snapshot, starting now."""
+        a vendor yet: as forecast, or, dispatched since the snapshot, from where it stood then.
+
+        Such a job was one of the jobs dispatched since, which were all ahead of the queue that
+        remains; it is taken as the last of them. A job that found the queue empty reads
+        position 0: the next free slot and the service the forecast gives the next job, vendor
+        limits included (with the first model's rate budget spent, most jobs take a faster or
+        slower second model, which the route's plain mean would not know)."""
         if not self.curve.available:
             return None, None
         ids = self.data.get("dispatched", [])
         if job_id in ids and len(self.curve.dispatched_s) == len(ids):
             return self._from_now(*self.curve.dispatched_s[ids.index(job_id)])
-        return 0.0, self.dispatched_finish_s(route)
+        return self._from_now(*self.curve.at(max(0, self._dispatched_since(dispatch_count) - 1)))
 
-    def dispatched_finish_s(self, route: Sequence[str]) -> float | None:
-        """Expected finish of a job handed to a worker that has not called a vendor yet: its
-        route's mean slot time (failovers weighted by each model's failure rate, the measured
-        overhead). Vendor limits and a wait for a slot in the dispatch buffer are left out."""
-        if not self.curve.available:
-            return None
-        estimates = {}
-        for name in route:
-            figures = self.data["models"].get(name)
-            if figures is None:
-                return None
-            estimates[name] = ModelEstimate(
-                name, LatencyModel(figures["mu"], figures["sigma"]), figures["failure_rate"],
-                figures.get("failure_latency_s", 0.0))
-        service_s = expected_service_s(tuple(route), estimates)
-        return round(service_s + float(self.data.get("job_overhead_s", 0.0)), 2)
+    def _dispatched_since(self, dispatch_count: int | None) -> int:
+        if dispatch_count is None:
+            return 0
+        return max(0, dispatch_count - int(self.data.get("dispatch_count", dispatch_count)))
+
+    def _from_now(self, start_s: float, finish_s: float) -> tuple[float, float]:
+        """Times from the forecast made into times from now (the snapshot's age taken off)."""
+        age = self.age_s
+        return round(max(0.0, start_s - age), 2), round(max(0.0, finish_s - age), 2)
 
     def model_remaining_s(self, model: str, elapsed_s: float) -> float | None:
         estimate = self.data["models"].get(model)
