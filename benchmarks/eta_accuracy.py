@@ -16,8 +16,8 @@ that has served its models before has (latency samples in Redis have no expiry, 
 its last 200): before the first scenario every model of the route is primed, ``PRIME_JOBS`` jobs
 pinned to each under the healthy profile (the latencies are the same in every condition), and the
 latency lists are put back to that state before each scenario. Fitted from 40 calls, a model's
-latency is off by some 5 % at random (sigma 0.35 / sqrt(40)), which alone would decide the
-burst's score; from 150 it is within 3 %. Priming jobs are not scored and are not in Gradio's
+median latency has a standard error of some 5 % (sigma 0.35 / sqrt(40)), which alone would decide
+the burst's score; from 200 calls, 2.5 %. Priming jobs are not scored and are not in Gradio's
 history (another route). Then a warm-up burst of ``10 x slots`` default-route jobs under the
 scenario's profile, so the publisher has current failure rates, and Gradio's running mean has a
 value; warm-up jobs are not scored, but count in Gradio's running mean.
