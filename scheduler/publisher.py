@@ -146,10 +146,14 @@ class SlotUsage:
         # Newest first. A walk that ended after ``now_s`` (read a moment later) may also be in
         # ``walking``: counting it twice made the overhead negative now and then.
         in_stretch = [w for w in walks if self._busy_since_s < w.at_s <= now_s]
-        wanted = self.walks_per_slot * slots
+        wanted = min(self.walks_per_slot * slots, telemetry.WALK_SAMPLES)
         if 2 * len(in_stretch) < wanted:
             return self.overhead_s
         since_s = in_stretch[wanted - 1].at_s if len(in_stretch) > wanted else self._busy_since_s
+        if len(walks) >= telemetry.WALK_SAMPLES:
+            # Telemetry keeps the last WALK_SAMPLES walks, so older ones may be gone: the window
+            # must not reach back past the oldest walk still listed (many slots, few walks each).
+            since_s = max(since_s, walks[-1].at_s)
         ended = [w for w in in_stretch if w.at_s > since_s]
         walking_s = math.fsum(min(w.duration_s, w.at_s - since_s) for w in ended)
         walking_s += math.fsum(now_s - max(r.job_started_s, since_s) for r in walking)

@@ -13,7 +13,7 @@ import redis
 from providers.catalogue import load_catalogue
 from scheduler import capacity, keys, telemetry
 from scheduler.publisher import SlotUsage, SnapshotPublisher
-from scheduler.telemetry import LatencySample, RouteWalk, RunningInfo
+from scheduler.telemetry import WALK_SAMPLES, LatencySample, RouteWalk, RunningInfo
 
 
 def walks(duration_end_s: list[tuple[float, float]]) -> list[RouteWalk]:
@@ -49,6 +49,18 @@ def test_the_window_is_counted_in_jobs_so_slow_calls_are_measured_too() -> None:
     # 50 s calls, each after 2 s of overhead: four walks in 210 s leave 10 s of overhead.
     ended = walks([(50.0, 52.0 * k + 52.0) for k in range(4)])
     assert usage.observe(210.0, 1, True, ended, []) == pytest.approx((210.0 - 200.0) / 4)
+
+
+def test_with_more_slots_than_walks_kept_the_window_starts_at_the_oldest_walk_kept() -> None:
+    usage = SlotUsage(walks_per_slot=4)
+    slots = 400  # 4 x 400 walks wanted, telemetry keeps the last WALK_SAMPLES
+    usage.observe(0.0, slots=slots, busy=True, walks=[], walking=[])
+    # Every slot: a 9.5 s walk after 0.5 s of overhead, ending at 10, 20, ... s (two rounds,
+    # staggered). Only the last WALK_SAMPLES walks are listed; the older ones are gone.
+    every = [(9.5, 10.0 * (k // slots + 1) + 0.001 * (k % slots)) for k in range(3 * slots)]
+    listed = walks(every)[:WALK_SAMPLES]
+    overhead_s = usage.observe(30.4, slots, True, listed, [])
+    assert overhead_s == pytest.approx(0.5, abs=0.05)
 
 
 def test_idle_slots_are_not_overhead_and_the_last_figure_is_kept() -> None:
