@@ -366,8 +366,8 @@ def main() -> None:
                   f"{WARM_UP_PER_SLOT} jobs per slot; start scored for waits >= "
                   f"{MIN_WAIT_UNSCALED_S * args.latency_scale:.2f}s; errors are |ETA - actual| "
                   f"in s and % of actual\n", flush=True)
+            steady_s = args.steady_s or 600 * args.latency_scale
             for scenario in chosen:
-                steady_s = args.steady_s or 600 * args.latency_scale
                 duration_s = steady_s if scenario.load != "light" else steady_s / 2
                 print(bench.run(scenario, duration_s), "\n", flush=True)
         finally:

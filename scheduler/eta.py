@@ -170,41 +170,33 @@ def _simulate(
     # Only the models a simulated attempt can reach need their limits tracked.
     reachable = {name for route in position_routes for name in route}
     reachable.update(job.route[job.model_index] for job in running)
-    limited_models = [name for name in sorted(reachable) if models[name].limit is not None]
+    limited_models = ([name for name in sorted(reachable) if models[name].limit is not None]
+                      if limited else [])
     limit_index = {name: i for i, name in enumerate(limited_models)}
-    plans = {route: _plan(route, models) for route in set(position_routes)} if not limited else {}
-    limited_plans = ({route: limited_plan(route, models, limit_index)
-                      for route in set(position_routes)} if limited else {})
-    position_plans = [plans[route] for route in position_routes] if not limited else []
-    position_limited = [limited_plans[route] for route in position_routes] if limited else []
+    plans = {route: _plan(route, models) for route in set(position_routes)}
+    limited_plans = {route: limited_plan(route, models, limit_index) for route in plans}
     start_runs: list[list[float]] = []
     finish_runs: list[list[float]] = []
     for _ in range(runs):
-        limits = ([LimitState(limit) for name in limited_models
-                   if (limit := models[name].limit) is not None] if limited else [])
+        limits = [LimitState(limit) for name in limited_models
+                  if (limit := models[name].limit) is not None]
         free_at_s = [0.0] * slots  # a heap of the times each slot frees up
         for job in running:
             remaining_s = _sample_remaining(job, models, rng)
-            index = limit_index.get(job.route[job.model_index], -1) if limited else -1
+            index = limit_index.get(job.route[job.model_index], -1)
             if index >= 0:
                 limits[index].called(free_at_s[0] + remaining_s)
             heapq.heapreplace(free_at_s, free_at_s[0] + remaining_s + 0.5 * job_overhead_s)
         starts: list[float] = []
         finishes: list[float] = []
-        if limited:
-            for limited_steps in position_limited:
-                start_s = free_at_s[0]
-                finish_s = walk_limited(limited_steps, start_s, limits, rng) + job_overhead_s
-                heapq.heapreplace(free_at_s, finish_s)
-                starts.append(start_s)
-                finishes.append(finish_s)
-        else:
-            for steps in position_plans:
-                start_s = free_at_s[0]
-                finish_s = start_s + _sample_service(steps, rng) + job_overhead_s
-                heapq.heapreplace(free_at_s, finish_s)
-                starts.append(start_s)
-                finishes.append(finish_s)
+        for route in position_routes:
+            start_s = free_at_s[0]
+            end_s = (walk_limited(limited_plans[route], start_s, limits, rng) if limited
+                     else start_s + _sample_service(plans[route], rng))
+            finish_s = end_s + job_overhead_s
+            heapq.heapreplace(free_at_s, finish_s)
+            starts.append(start_s)
+            finishes.append(finish_s)
         start_runs.append(starts)
         finish_runs.append(finishes)
     return start_runs, finish_runs
