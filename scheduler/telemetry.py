@@ -9,13 +9,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from scheduler import keys
 
-LATENCY_SAMPLES = 200
+LATENCY_SAMPLES = 1000
+"""Latencies kept per model. A burst's ETA inherits the fitted median's error whole: from the last
+1000 calls it is known to some 1.1 % (sigma 0.35 / sqrt(1000)), from 200 to 2.5 %, which alone
+decided whether a 5 % goal was met. The cost is a slower answer to a latency that drifts (half
+the fit is new after 500 calls: minutes for a busy model). The list is also where the forecast
+counts the calls that hold a vendor's rate budget."""
 WALK_SAMPLES = 1000
 
 
@@ -38,8 +43,9 @@ class RunningInfo:
         return self.walk_ended_s is None
 
 
-@dataclass(frozen=True)
-class LatencySample:
+class LatencySample(NamedTuple):
+    """One finished call (a tuple: a snapshot reads thousands of them)."""
+
     ok: bool
     latency_s: float
     at_s: float
