@@ -13,15 +13,21 @@ the first model starting half-way through the run). Plus a light load (healthy, 
 Each scenario starts without the state of the one before (breakers closed, failure rates and
 vendor-limit state gone, a new scheduler process). What it does start with is what a deployment
 that has served its models before has (latency samples in Redis have no expiry, and a model keeps
-its last 200): before the first scenario every model of the route is primed, ``PRIME_JOBS`` jobs
-pinned to each under the healthy profile (the latencies are the same in every condition), and the
-latency lists are put back to that state before each scenario. Fitted from 40 calls, a model's
-median latency has a standard error of some 5 % (sigma 0.35 / sqrt(40)), which alone would decide
-the burst's score; from 200 calls, 2.5 %. Priming jobs are not scored and are not in Gradio's
-history (another route). Then a warm-up burst of ``10 x slots`` default-route jobs under the
-scenario's profile, so the publisher has current failure rates, and Gradio's running mean has a
-value; warm-up jobs are not scored, but count in Gradio's running mean.
-``--no-prime`` shows the cold case.
+its last 1000): before the first scenario every model of the route is primed, ``PRIME_CALLS``
+jobs pinned to each of the two models that serve nearly every job and ``PRIME_DEEP_CALLS`` to each
+one further down, under the healthy profile (the latencies are the same in every condition), and
+the latency lists are put back to that state before each scenario. A model's fitted median has a
+standard error of sigma / sqrt(calls): some 5 % from 40 calls, 2.5 % from 200, 1.1 % from 1000,
+and a burst's ETA inherits it whole (one run primed with 400 calls drew a first model 3.7 % slow,
+and every burst was forecast 5-10 % late). Priming runs on primer workers without vendor limits
+(see ``Bench.prime``). Priming jobs are not scored and are not in Gradio's history (another
+route). Then a warm-up burst of ``10 x slots`` default-route jobs under the scenario's profile, so
+the publisher has current failure rates, and Gradio's running mean has a value; warm-up jobs are
+not scored, but count in Gradio's running mean. ``--no-prime`` shows the cold case.
+
+The steady load runs for 1800 s x latency scale (360 s at 0.2): at 0.9 utilisation the queue
+swings between empty and a dozen jobs over tens of seconds, and a two-minute run scored 60-230
+jobs, too few for a median that does not move by several points from run to run.
 
 Scored per job: the ETA in the submit response (start and finish, seconds from then) against the
 job's ``started_at`` / ``finished_at``. ETA-to-start is scored only for jobs that waited at least
@@ -34,7 +40,7 @@ snapshot) does not shrink with the scale, and on a 2-core machine it competes wi
 the slots stood idle between jobs and calls ran slower, a slowdown of the benchmark machine, not of
 the vendors, that no forecast made before it can see. At 0.2 the slots are 97-99 % busy throughout.
 
-    python benchmarks/eta_accuracy.py                      # everything, about 20 minutes
+    python benchmarks/eta_accuracy.py                      # everything, about 35 minutes
     python benchmarks/eta_accuracy.py --only burst-healthy steady-outage
 """
 
@@ -66,11 +72,19 @@ from benchmarks import eta_scoring as scoring  # noqa: E402
 from providers.catalogue import DEFAULT_CATALOGUE_PATH, load_catalogue  # noqa: E402
 from providers.simulator.profile import BUILTIN_PROFILES  # noqa: E402
 from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
-from tests.stack import RunningStack, start_private_redis, start_stack  # noqa: E402
+from tests.stack import (  # noqa: E402
+    RunningStack,
+    fast_catalogue,
+    start_private_redis,
+    start_stack,
+)
 
 FIRST_MODEL = "gemini-3-pro-image-preview"
 BURST_JOBS = 500
-PRIME_JOBS = 150
+PRIME_CALLS = 1000  # each of the route's first PRIME_DEEP_FROM models, which serve nearly all jobs
+PRIME_DEEP_CALLS = 200  # each model further down
+PRIME_DEEP_FROM = 2
+PRIMER_WORKERS, PRIMER_CONCURRENCY = 2, 16
 WARM_UP_PER_SLOT = 10
 MIN_WAIT_UNSCALED_S = 5.0
 DRAIN_TIMEOUT_S = 300.0
@@ -104,13 +118,15 @@ def simulator_profile(condition: str, latency_scale: float) -> dict[str, Any]:
 
 class Bench:
     def __init__(self, stack: RunningStack, api_key: str, simulator_url: str,
-                 redis_url: str, database_url: str, latency_scale: float) -> None:
+                 redis_url: str, database_url: str, latency_scale: float,
+                 concurrency: int) -> None:
         self.stack = stack
         self.http = stack.client(api_key)
         self.sim = httpx.Client(base_url=simulator_url, timeout=10)
         self.redis = redis.Redis.from_url(redis_url)
         self.engine = sqlalchemy.create_engine(database_url)
         self.latency_scale = latency_scale
+        self.concurrency = concurrency
         self.slots = int(self.http.get("/v1/status").json()["workers"]["slots"])
         self.seq = 0
         self.dump_dir: Path | None = None
@@ -136,20 +152,52 @@ class Bench:
         with ThreadPoolExecutor(clients) as pool:
             return list(pool.map(self.submit, chosen))
 
-    def prime(self, route: list[str]) -> None:
-        """``PRIME_JOBS`` jobs pinned to each model of ``route``, healthy, waited for; their
-        latency samples are what ``forget_history`` puts back."""
+    def prime(self, route: list[str], primer_catalogue: Path) -> None:
+        """``PRIME_CALLS`` jobs pinned to each of the route's first ``PRIME_DEEP_FROM`` models and
+        ``PRIME_DEEP_CALLS`` to each one further down, healthy, waited for; their latency samples
+        are what ``forget_history`` puts back.
+
+        They run on primer workers (``PRIMER_WORKERS x PRIMER_CONCURRENCY`` threads, a catalogue
+        without vendor limits), so that a thousand calls to a model limited to 20 a window take
+        a minute, not ten: the simulator's latencies do not depend on how many calls are in
+        flight. The scenario workers are stopped meanwhile and started again afterwards."""
         self.set_condition("healthy")
-        models: list[str | None] = [m for _ in range(PRIME_JOBS) for m in route]
-        self.times([j["id"] for j in self.submit_many(len(models), models=models)])
+        workers = {name: proc for name, proc in self.stack.procs.items()
+                   if name.startswith("worker")}
+        for name in workers:
+            self.stack.stop(name)
+        env = {**self.stack.env, "IMGQ_CATALOGUE_PATH": str(primer_catalogue)}
+        primers = [f"primer{k + 1}" for k in range(PRIMER_WORKERS)]
+        for name in primers:
+            self.stack.start_worker(name, PRIMER_CONCURRENCY, env=env)
+        counts = {m: PRIME_CALLS if i < PRIME_DEEP_FROM else PRIME_DEEP_CALLS
+                  for i, m in enumerate(route)}
+        models: list[str | None] = [m for n in range(PRIME_CALLS) for m in route
+                                    if n < counts[m]]
+        self.times([j["id"] for j in self.submit_many(len(models), models=models)],
+                   timeout_s=3 * DRAIN_TIMEOUT_S)
+        for name in primers:
+            self.stack.stop(name)
+        for name in workers:
+            self.stack.start_worker(name, self.concurrency)
+        self.wait_slots(len(workers) * self.concurrency)
         self.primed = {key: value for key in self.redis.scan_iter(LATENCY_KEYS)
                        if (value := self.redis.dump(key)) is not None}
 
-    def times(self, job_ids: list[str]) -> dict[str, tuple[float, float]]:
+    def wait_slots(self, slots: int, timeout_s: float = 60.0) -> None:
+        """Until /v1/status counts exactly ``slots`` (the primers' heartbeats have expired)."""
+        deadline = time.monotonic() + timeout_s
+        while int(self.http.get("/v1/status").json()["workers"]["slots"]) != slots:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the workers did not come back to {slots} slots")
+            time.sleep(0.5)
+
+    def times(self, job_ids: list[str], timeout_s: float = DRAIN_TIMEOUT_S
+              ) -> dict[str, tuple[float, float]]:
         """(started_s, finished_s) epoch seconds of the given jobs, once all are terminal."""
         from storage.models import Job
 
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
         wanted = set(job_ids)
         while True:
             with self.engine.connect() as conn:
@@ -254,11 +302,14 @@ class Bench:
             scored, [scoring.gradio_at(j, history, self.slots, mean_service_s) for j in scored],
             min_wait_s))
         waits = sorted(j.actual_start_s for j in scored)
+        submits = [j.submitted_s for j in scored]
+        busy = scoring.busy_share(history, min(submits), max(submits), self.slots)
         outage = (f", outage of {FIRST_MODEL} from t={outage_at_s:.1f}s"
                   if outage_at_s is not None else "")
         title = (f"== {scenario.name}: {len(jobs)} jobs ({len(jobs) - len(scored)} without ETA), "
                  f"{self.slots} slots, warm-up mean service {mean_service_s:.2f}s, median wait "
-                 f"{scoring.quantile(waits, 0.5):.2f}s, run {elapsed_s:.0f}s{outage}")
+                 f"{scoring.quantile(waits, 0.5):.2f}s, slots busy {100 * busy:.0f} % while jobs "
+                 f"arrived, run {elapsed_s:.0f}s{outage}")
         return scoring.table(title, [ours, gradio], scoring.verdicts(ours, gradio, scenario.goal))
 
 
@@ -323,7 +374,7 @@ def main() -> None:
                         help="simulator latencies and the stack's time constants x this")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker (2 workers)")
     parser.add_argument("--steady-s", type=float, default=None,
-                        help="arrival window of the steady load (default 600 s x latency scale)")
+                        help="arrival window of the steady load (default 1800 s x latency scale)")
     parser.add_argument("--database-url", default=None,
                         help="default: a private PostgreSQL database at 127.0.0.1:5432")
     parser.add_argument("--dump-dir", type=Path, default=None,
@@ -354,19 +405,23 @@ def main() -> None:
                                 extra_env=scaled_settings(work, args.latency_scale),
                                 workers=2, concurrency=args.concurrency)
             bench = Bench(stack, stack.new_tenant("eta-bench"), simulator_url, redis_url,
-                          database_url, args.latency_scale)
+                          database_url, args.latency_scale, args.concurrency)
             bench.dump_dir = args.dump_dir
             if not args.no_prime:
-                bench.prime(list(load_catalogue().routes["default"].models))
+                bench.prime(list(load_catalogue().routes["default"].models),
+                            fast_catalogue(work, cap=64, name="primer-catalogue.toml",
+                                           source=scaled_catalogue(work, args.latency_scale)))
+            primed = (f"primed ({PRIME_CALLS} calls each of the first {PRIME_DEEP_FROM}, "
+                      f"{PRIME_DEEP_CALLS} each of the rest)")
             print(f"ETA accuracy on the real stack: 2 worker processes x {args.concurrency} "
                   f"threads = {bench.slots} slots; simulator latencies x {args.latency_scale} "
                   f"(lognormal per model, peak-hours medians; vendor rate windows, breaker "
                   f"window/open period and snapshot period scaled alike); models "
-                  f"{f'primed ({PRIME_JOBS} calls each)' if bench.primed else 'not primed'}, warm-up "
+                  f"{primed if bench.primed else 'not primed'}, warm-up "
                   f"{WARM_UP_PER_SLOT} jobs per slot; start scored for waits >= "
                   f"{MIN_WAIT_UNSCALED_S * args.latency_scale:.2f}s; errors are |ETA - actual| "
                   f"in s and % of actual\n", flush=True)
-            steady_s = args.steady_s or 600 * args.latency_scale
+            steady_s = args.steady_s or 1800 * args.latency_scale
             for scenario in chosen:
                 duration_s = steady_s if scenario.load != "light" else steady_s / 2
                 print(bench.run(scenario, duration_s), "\n", flush=True)

@@ -91,6 +91,16 @@ def errors(jobs: Sequence[Submitted], estimates: Sequence[tuple[float, float]],
     return result
 
 
+def busy_share(served: Sequence[Served], from_s: float, to_s: float, slots: int) -> float:
+    """Share of the slot-seconds between ``from_s`` and ``to_s`` that held a job: the
+    utilisation the load really reached (a steady load aims at 0.9 from the warm-up's mean)."""
+    if to_s <= from_s or slots <= 0:
+        return math.nan
+    held_s = math.fsum(max(0.0, min(s.finished_s, to_s) - max(s.started_s, from_s))
+                       for s in served)
+    return held_s / (slots * (to_s - from_s))
+
+
 def quantile(values: Sequence[float], q: float) -> float:
     """The q-quantile (nearest rank); NaN for no values."""
     if not values:

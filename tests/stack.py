@@ -21,10 +21,10 @@ from tests.conftest import free_port, spawn, stop, wait_http
 
 
 def fast_catalogue(directory: Path, *, cap: int | None = None, rpm: int = 60_000,
-                   name: str = "catalogue.toml") -> Path:
-    """The shipped catalogue with a rate limit high enough not to slow tests down (and, if given,
-    every model capped at ``cap`` concurrent calls)."""
-    text = DEFAULT_CATALOGUE_PATH.read_text(encoding="utf-8")
+                   name: str = "catalogue.toml", source: Path = DEFAULT_CATALOGUE_PATH) -> Path:
+    """The shipped catalogue (or ``source``) with a rate limit high enough not to slow tests down
+    (and, if given, every model capped at ``cap`` concurrent calls)."""
+    text = source.read_text(encoding="utf-8")
     if cap is not None:
         text = re.sub(r"(?m)^max_concurrency = \d+", f"max_concurrency = {cap}", text)
     text = re.sub(r"(?m)^requests_per_minute = \d+", f"requests_per_minute = {rpm}", text)
@@ -57,12 +57,14 @@ class RunningStack:
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start_worker(self, name: str, concurrency: int = 4) -> None:
+    def start_worker(self, name: str, concurrency: int = 4,
+                     env: dict[str, str] | None = None) -> None:
+        """A Celery worker process; ``env`` (default: the stack's) e.g. with another catalogue."""
         self.procs[name] = spawn(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "imgq",
              "-P", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=self.env, log=self.log_dir / f"{name}.log")
+            env=env or self.env, log=self.log_dir / f"{name}.log")
 
     def start_scheduler(self, name: str = "scheduler") -> None:
         self.procs[name] = spawn([sys.executable, "-m", "cli", "scheduler"], env=self.env,
