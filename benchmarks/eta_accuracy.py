@@ -169,8 +169,7 @@ class Bench:
         a minute, not ten: the simulator's latencies do not depend on how many calls are in
         flight. The scenario workers are stopped meanwhile and started again afterwards."""
         self.set_condition("healthy")
-        workers = {name: proc for name, proc in self.stack.procs.items()
-                   if name.startswith("worker")}
+        workers = [name for name in self.stack.procs if name.startswith("worker")]
         for name in workers:
             self.stack.stop(name)
         env = {**self.stack.env, "IMGQ_CATALOGUE_PATH": str(primer_catalogue)}
@@ -199,17 +198,21 @@ class Bench:
                 raise RuntimeError(f"the workers did not come back to {slots} slots")
             time.sleep(0.5)
 
+    def finished(self, job_ids: list[str]) -> list[Any]:
+        """Rows (id, started_at, finished_at) of those of the given jobs that are terminal now."""
+        from storage.models import Job
+
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(Job.id, Job.started_at, Job.finished_at).where(
+                Job.id.in_(job_ids), Job.finished_at.is_not(None))).all())
+
     def times(self, job_ids: list[str], timeout_s: float = DRAIN_TIMEOUT_S
               ) -> dict[str, tuple[float, float]]:
         """(started_s, finished_s) epoch seconds of the given jobs, once all are terminal."""
-        from storage.models import Job
-
         deadline = time.monotonic() + timeout_s
-        wanted = set(job_ids)
+        wanted = list(set(job_ids))
         while True:
-            with self.engine.connect() as conn:
-                rows = conn.execute(select(Job.id, Job.started_at, Job.finished_at).where(
-                    Job.id.in_(wanted), Job.finished_at.is_not(None))).all()
+            rows = self.finished(wanted)
             if len(rows) == len(wanted):
                 return {r.id: (_epoch(r.started_at or r.finished_at), _epoch(r.finished_at))
                         for r in rows}
@@ -289,15 +292,10 @@ class Bench:
         to 90 %, by when all of them have finished (the slow ones too)."""
         begin_s = time.time()
         self.calibration = [j["id"] for j in self.poisson(rate_per_s, calibration_s, seed=8)]
-        from storage.models import Job
-
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(Job.started_at, Job.finished_at).where(
-                Job.id.in_(self.calibration), Job.started_at.is_not(None),
-                Job.finished_at.is_not(None))).all()
         counted = (begin_s + 0.4 * calibration_s, begin_s + 0.9 * calibration_s)
-        slot_s = [_epoch(r.finished_at) - _epoch(r.started_at) for r in rows
-                  if counted[0] <= _epoch(r.started_at) < counted[1]]
+        slot_s = [_epoch(r.finished_at) - _epoch(r.started_at)
+                  for r in self.finished(self.calibration)
+                  if r.started_at is not None and counted[0] <= _epoch(r.started_at) < counted[1]]
         self.steady_service_s = sum(slot_s) / len(slot_s)
         return utilisation * self.slots / self.steady_service_s
 
@@ -349,8 +347,7 @@ class Bench:
                       f" (steady load's {self.steady_service_s:.2f}s sets its rate)")
         title = (f"== {scenario.name}: {len(jobs)} jobs ({len(jobs) - len(scored)} without ETA), "
                  f"{self.slots} slots, warm-up mean service {mean_service_s:.2f}s{calibrated}, "
-                 f"median wait "
-                 f"{scoring.quantile(waits, 0.5):.2f}s, slots busy {100 * busy:.0f} % while jobs "
+                 f"median wait {scoring.quantile(waits, 0.5):.2f}s, slots busy {100 * busy:.0f} % while jobs "
                  f"arrived, run {elapsed_s:.0f}s{outage}")
         return scoring.table(title, [ours, gradio], scoring.verdicts(ours, gradio, scenario.goal))
 

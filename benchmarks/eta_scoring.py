@@ -93,7 +93,7 @@ def errors(jobs: Sequence[Submitted], estimates: Sequence[tuple[float, float]],
 
 def busy_share(served: Sequence[Served], from_s: float, to_s: float, slots: int) -> float:
     """Share of the slot-seconds between ``from_s`` and ``to_s`` that held a job: the
-    utilisation the load really reached (a steady load aims at 0.9 from the warm-up's mean)."""
+    utilisation the load really reached (a steady load aims at 0.9)."""
     if to_s <= from_s or slots <= 0:
         return math.nan
     held_s = math.fsum(max(0.0, min(s.finished_s, to_s) - max(s.started_s, from_s))
