@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import admin, batches, events, jobs
+from api.routes import admin, batches, events, jobs, ops
 from api.services import Services
 from imagequeue.settings import Settings
 
@@ -28,15 +28,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A job queue for text-to-image generation with failover across vendors.",
         lifespan=lifespan,
     )
-    errors.install(app)
+    errors.install(app, retry_after_s=settings.retry_after_s)
+    app.include_router(ops.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(admin.router)
     app.state.streams = events.StreamCounter()
     batches.install(app)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
     return app

@@ -1,10 +1,18 @@
 """Domain errors become HTTP status codes here, in one place, with one body shape:
 
     {"error": {"type": "...", "message": "...", "details": [{"field": "...", "message": "..."}]}}
+
+The database or Redis unreachable (``scheduler.outages.dependency_of``) is a 503 of type
+``unavailable`` with a ``Retry-After`` header, from every endpoint; anything else unexpected is a
+500 of type ``internal_error`` (its traceback logged), never a plain-text page. A stream already
+under way cannot change its status: it ends with ``stream_error``'s body instead.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,13 +21,77 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.errors import Conflict, InvalidJob, NotFound
+from scheduler.outages import DATABASE_ERRORS, DEPENDENCY_ERRORS, REDIS_ERRORS, dependency_of
+
+log = logging.getLogger("api")
+DEPENDENCY_NAMES = {"database": "the database", "redis": "Redis"}
+INTERNAL_MESSAGE = "an unexpected error occurred on the server; it has been logged"
+
+
+def error_body(type_: str, message: str,
+               details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message, "details": details or []}}
 
 
 def error_response(status: int, type_: str, message: str,
                    details: list[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"type": type_, "message": message, "details": details or []}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(type_, message, details), status_code=status, headers=headers)
+
+
+def unavailable_message(dependency: str, retry_after_s: int) -> str:
+    return f"{DEPENDENCY_NAMES.get(dependency, dependency)} is unreachable; retry in {retry_after_s} s"
+
+
+def describe(error: BaseException) -> str:
+    """``Class: first line of the message`` (SQLAlchemy appends a background link we drop)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+class _OutageWarnings:
+    """One warning per dependency per ``every_s`` while it fails, however many requests fail."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def failed(self, dependency: str, error: BaseException, where: str,
+               outcome: str = "answering 503 with Retry-After") -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(dependency, float("-inf")) < self.every_s:
+                self._suppressed[dependency] = self._suppressed.get(dependency, 0) + 1
+                return
+            self._last[dependency] = now
+            suppressed = self._suppressed.pop(dependency, 0)
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        # Not a plain connection failure (a Redis error reply, say): keep the traceback too.
+        plain = isinstance(error, DATABASE_ERRORS + REDIS_ERRORS)
+        log.warning("%s unreachable (%s) in %s: %s%s", dependency, describe(error), where,
+                    outcome, more, exc_info=None if plain else error)
+
+
+outage_warnings = _OutageWarnings()
+
+
+def unavailable_response(dependency: str, retry_after_s: int) -> JSONResponse:
+    return error_response(503, "unavailable", unavailable_message(dependency, retry_after_s),
+                          headers={"Retry-After": str(retry_after_s)})
+
+
+def stream_error(error: BaseException, retry_after_s: int, where: str) -> dict[str, Any]:
+    """The body a stream ends with when ``error`` cuts it short (the status line is long sent):
+    ``unavailable`` for a dependency outage (a throttled warning), else ``internal_error`` (the
+    traceback logged)."""
+    dependency = dependency_of(error)
+    if dependency is not None:
+        outage_warnings.failed(dependency, error, where, "ending the stream with an error")
+        return error_body("unavailable", unavailable_message(dependency, retry_after_s))
+    log.error("%s: the stream failed", where, exc_info=error)
+    return error_body("internal_error", INTERNAL_MESSAGE)
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -27,7 +99,32 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, retry_after_s: int = 5) -> None:
+    def _where(request: Request) -> str:
+        return f"{request.method} {request.url.path}"
+
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        """Anything else; ServerErrorMiddleware calls this, then re-raises (uvicorn logs the
+        traceback)."""
+        dependency = dependency_of(exc)
+        if dependency is not None:  # an outage raised outside the routes (a middleware, say)
+            return unavailable_response(dependency, retry_after_s)
+        return error_response(500, "internal_error", INTERNAL_MESSAGE)
+
+    async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+        dependency = dependency_of(exc)
+        if dependency is None:  # pragma: no cover - every registered class has a dependency
+            return await _internal(request, exc)
+        outage_warnings.failed(dependency, exc, _where(request))
+        return unavailable_response(dependency, retry_after_s)
+
+    app.add_exception_handler(Exception, _internal)
+    # Handlers for these classes run in ExceptionMiddleware, around every route, its
+    # dependencies (the tenant lookup reads the database) and sync route functions alike.
+    for error_class in dict.fromkeys(DEPENDENCY_ERRORS):
+        if issubclass(error_class, Exception):
+            app.add_exception_handler(error_class, _unreachable)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
@@ -61,6 +158,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = {401: "unauthorized", 403: "forbidden", 404: "not_found",
-                 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, type_, str(exc.detail),
-                              headers=getattr(exc, "headers", None))
+                 405: "method_not_allowed", 503: "unavailable"}.get(exc.status_code, "error")
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 503:
+            headers.setdefault("Retry-After", str(retry_after_s))
+        return error_response(exc.status_code, type_, str(exc.detail), headers=headers or None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import redis
+from redis.backoff import ConstantBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +18,18 @@ from scheduler.index import WaitingIndex
 from scheduler.queue import JobQueue
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
+
+
+def api_redis(settings: Settings) -> redis.Redis:
+    """The API's Redis client: a hung Redis fails a request after ``redis_timeout_s`` (a 503)
+    instead of holding it, and a refused connection is retried once at once (redis-py's default
+    would back off for seconds), which also replaces pooled connections a Redis restart broke."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(ConstantBackoff(0.05), 1, supported_errors=(redis.ConnectionError,)),
+    )
 
 
 @dataclass
@@ -33,7 +47,7 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         engine = make_engine(settings.database_url)
         sessions = make_sessionmaker(engine)
-        client = redis.Redis.from_url(settings.redis_url)
+        client = api_redis(settings)
         catalogue = load_catalogue(settings.catalogue_path)
         if settings.simulator_url:
             catalogue = catalogue.pointed_at_simulator(settings.simulator_url)

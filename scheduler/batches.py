@@ -4,16 +4,20 @@ Submit never sends a Celery task per job: rows go in with executemany in chunks,
 transaction, then the job ids go to the waiting index in chunks (lane ``bulk``), read back from
 the database page by page, so memory does not grow with the batch. The dispatcher hands them to
 workers as slots free up. With ``allow_partial`` the good lines are queued and the bad ones
-returned; otherwise one bad line means nothing is queued.
+returned; otherwise one bad line means nothing is queued. Once the rows are committed the submit
+has succeeded: if Redis (or the database, for the id pages) fails during the indexing, the jobs
+wait for ``scheduler.queue.reconcile`` to index them, and the batch is still accepted.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
 
+import redis
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,11 +27,14 @@ from scheduler.errors import InvalidJob, NotFound, QueueError
 from scheduler.idempotency import find_previous
 from scheduler.index import IndexEntry
 from scheduler.jsonl import BatchLimits, JobLine, LineError, numbered_lines, parse_line
+from scheduler.outages import DATABASE_ERRORS
 from scheduler.queue import JobQueue, JobRequest
 from storage.models import Batch, Job, JobStatus, WebhookDelivery, new_id, utcnow
 
 BULK_LANE = "bulk"
 MAX_REPORTED_ERRORS = 1000
+log = logging.getLogger("scheduler.batches")
+INDEX_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, *DATABASE_ERRORS)
 
 
 class InvalidBatch(QueueError):
@@ -119,7 +126,12 @@ class Batches:
             if previous is None:
                 raise
             return Submitted(previous, False, [])
-        self._index(submitted.batch)
+        try:
+            self._index(submitted.batch)
+        except INDEX_ERRORS as exc:  # committed: reconcile indexes them
+            log.warning("batch %s is stored but its jobs are not all in the waiting index yet "
+                        "(%s: %s); reconcile will index them", submitted.batch.id,
+                        type(exc).__name__, exc)
         return submitted
 
     def _write(self, tenant_id: str, source: IO[bytes], options: BatchOptions,
@@ -241,7 +253,9 @@ class Batches:
 
     # --- read -------------------------------------------------------------------------------
 
-    def get(self, tenant_id: str, batch_id: str) -> BatchView:
+    def get(self, tenant_id: str, batch_id: str, *, redis_optional: bool = False) -> BatchView:
+        """A batch and its progress; ``redis_optional`` (the answer to a submit) gives no ETA
+        instead of raising while Redis is unreachable."""
         batch = self._batch(tenant_id, batch_id)
         if batch.status in rollup.OPEN_STATUSES:
             rollup.finalize_if_done(self.sessions, batch_id, self.public_base_url)
@@ -252,7 +266,13 @@ class Batches:
                                      .where(WebhookDelivery.subject_id == batch_id)
                                      .order_by(WebhookDelivery.created_at.desc()).limit(1))
             last = self._last_open_job(session, batch_id)
-        eta_s = self.queue.progress(last).eta_finish_s if last is not None else None
+        eta_s = None
+        if last is not None:
+            try:
+                eta_s = self.queue.progress(last).eta_finish_s
+            except redis.RedisError:
+                if not redis_optional:
+                    raise
         return BatchView(batch, state, webhook, eta_s)
 
     @staticmethod

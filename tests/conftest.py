@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -176,3 +177,29 @@ def _drop_everything(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS alembic_version"))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def throwaway_postgres() -> Iterator[Any]:
+    """A PostgreSQL cluster of this session's own (``tests.pgcluster.ThrowawayPostgres``),
+    started, for tests that stop and restart the database; a test that stops it starts it again.
+    Skips without initdb/pg_ctl (fails under ``CI=1``)."""
+    import shutil
+    import tempfile
+
+    from tests.pgcluster import PostgresNotInstalled, ThrowawayPostgres
+
+    root = Path(tempfile.mkdtemp(prefix="imgq-pg-"))  # under /tmp: the postgres user reaches it
+    try:
+        cluster = ThrowawayPostgres(root)
+    except PostgresNotInstalled as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        _missing("a throwaway PostgreSQL cluster", str(exc))
+    except Exception:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()

@@ -26,7 +26,7 @@ from api.batch_schemas import (
     WebhookSecretOut,
 )
 from api.deps import ServicesDep, TenantDep
-from api.errors import error_response
+from api.errors import error_response, stream_error
 from api.schemas import ApiErrorResponse
 from api.services import Services
 from api.zipstream import zip_stream
@@ -42,6 +42,9 @@ router = APIRouter(tags=["batches"])
 SPOOL_IN_MEMORY_BYTES = 1 << 20
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiErrorResponse, "description": "Missing or invalid API key"},
+    503: {"model": ApiErrorResponse, "description": "The database or Redis is unreachable "
+                                                    "(type `unavailable`); retry after the "
+                                                    "`Retry-After` header's seconds"},
     404: {"model": ApiErrorResponse, "description": "No such batch for this tenant"},
 }
 
@@ -169,7 +172,8 @@ async def create_batch(
             idempotency_key=idempotency_key, request_hash=request_hash)
     finally:
         source.close()
-    view = await run_in_threadpool(batches.get, tenant.id, submitted.batch.id)
+    view = await run_in_threadpool(batches.get, tenant.id, submitted.batch.id,
+                                   redis_optional=True)  # committed means accepted
     out = batch_out(view, svc.settings.public_base_url, submitted.rejected,
                     submitted.rejected_count)
     return JSONResponse(out.model_dump(mode="json"), status_code=202 if submitted.created else 200)
@@ -211,16 +215,21 @@ def result_line(row: ResultRow, base_url: str) -> bytes:
 @router.get("/v1/batches/{batch_id}/results", response_class=StreamingResponse, responses={
     **ERRORS, 200: {"content": {"application/jsonl": {}}}})
 def batch_results(batch_id: str, tenant: TenantDep, svc: ServicesDep) -> StreamingResponse:
-    """One JSON line per job, in input order, streamed (the file is never built in memory)."""
+    """One JSON line per job, in input order, streamed (the file is never built in memory).
+    Cut short (the database became unreachable), it ends with an `{"error": {...}}` line."""
     rows = batches_of(svc).results(tenant.id, batch_id)
-    first = next(rows, None)  # raises NotFound now, before the response starts
+    first = next(rows, None)  # raises NotFound (or a 503) now, before the response starts
     base_url = svc.settings.public_base_url
 
     def lines() -> Iterator[bytes]:
         if first is not None:
             yield result_line(first, base_url)
-        for row in rows:
-            yield result_line(row, base_url)
+        try:
+            for row in rows:
+                yield result_line(row, base_url)
+        except Exception as exc:  # noqa: BLE001 - the status is sent: end with an error line
+            yield json.dumps(stream_error(exc, svc.settings.retry_after_s,
+                                          f"GET /v1/batches/{batch_id}/results")).encode() + b"\n"
 
     return StreamingResponse(lines(), media_type="application/jsonl", headers={
         "Content-Disposition": f'attachment; filename="{batch_id}-results.jsonl"'})
@@ -251,14 +260,22 @@ def _loader(load: Callable[[str], bytes], key: str) -> Callable[[], bytes]:
 @router.get("/v1/batches/{batch_id}/results.zip", response_class=StreamingResponse, responses={
     **ERRORS, 200: {"content": {"application/zip": {}}}})
 def batch_results_zip(batch_id: str, tenant: TenantDep, svc: ServicesDep) -> StreamingResponse:
-    """Every image of the batch, named by custom_id, as a zip streamed entry by entry."""
+    """Every image of the batch, named by custom_id, as a zip streamed entry by entry. Cut short
+    (the database became unreachable), the archive is closed properly with a last entry,
+    `ERROR.json`, holding the error."""
     rows = batches_of(svc).results(tenant.id, batch_id)
-    first = next(rows, None)
+    first = next(rows, None)  # raises NotFound (or a 503) now, before the response starts
+    failure: list[bytes] = []
 
     def all_rows() -> Iterator[ResultRow]:
         if first is not None:
             yield first
-        yield from rows
+        try:
+            yield from rows
+        except Exception as exc:  # noqa: BLE001 - the status is sent: end with an error entry
+            failure.append(json.dumps(stream_error(exc, svc.settings.retry_after_s,
+                                                   f"GET /v1/batches/{batch_id}/results.zip"),
+                                      indent=2).encode())
 
     def load(key: str) -> bytes:
         try:
@@ -266,7 +283,12 @@ def batch_results_zip(batch_id: str, tenant: TenantDep, svc: ServicesDep) -> Str
         except BlobNotFound:
             return b""
 
-    return StreamingResponse(zip_stream(image_entries(all_rows(), load)),
+    def entries() -> Iterator[tuple[str, Callable[[], bytes]]]:
+        yield from image_entries(all_rows(), load)
+        if failure:
+            yield "ERROR.json", lambda: failure[0]
+
+    return StreamingResponse(zip_stream(entries()),
                              media_type="application/zip", headers={
         "Content-Disposition": f'attachment; filename="{batch_id}-images.zip"'})
 

@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
+from sqlalchemy import text
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
+from api import errors
 from api.breakers import status_fields
 from api.deps import ServicesDep, TenantDep
 from api.routes.batches import batch_out, batches_of
@@ -34,6 +36,14 @@ def progress_event(view: JobView) -> dict[str, Any]:
             "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None}
 
 
+def error_event(error: BaseException, svc: Services, where: str) -> dict[str, Any]:
+    """The last event of a stream cut short: ``event: error`` with the API's error body
+    (``unavailable`` while the database or Redis is unreachable); the client reconnects later."""
+    body = errors.stream_error(error, svc.settings.retry_after_s, where)
+    return {"event": "error", "data": json.dumps(body),
+            "retry": svc.settings.retry_after_s * 1000}
+
+
 class StreamCounter:
     """Open event streams in this API process (a disconnected client must not leak one)."""
 
@@ -49,12 +59,16 @@ async def job_events(job_id: str, request: Request, tenant: TenantDep,
     await run_in_threadpool(svc.queue.get, tenant.id, job_id)  # 404 before the stream starts
     counter: StreamCounter = request.app.state.streams
 
-    async def stream() -> AsyncIterator[dict[str, str]]:
+    async def stream() -> AsyncIterator[dict[str, Any]]:
         counter.open += 1
         try:
             last: dict[str, Any] | None = None
             while True:
-                view = await run_in_threadpool(svc.queue.get, tenant.id, job_id)
+                try:
+                    view = await run_in_threadpool(svc.queue.get, tenant.id, job_id)
+                except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+                    yield error_event(exc, svc, f"GET /v1/jobs/{job_id}/events")
+                    return
                 event = progress_event(view)
                 if event != last:
                     yield {"event": "job", "data": json.dumps(event)}
@@ -80,12 +94,16 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
     await run_in_threadpool(batches.get, tenant.id, batch_id)  # 404 before the stream starts
     counter: StreamCounter = request.app.state.streams
 
-    async def stream() -> AsyncIterator[dict[str, str]]:
+    async def stream() -> AsyncIterator[dict[str, Any]]:
         counter.open += 1
         try:
             last: dict[str, Any] | None = None
             while True:
-                view = await run_in_threadpool(batches.get, tenant.id, batch_id)
+                try:
+                    view = await run_in_threadpool(batches.get, tenant.id, batch_id)
+                except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+                    yield error_event(exc, svc, f"GET /v1/batches/{batch_id}/events")
+                    return
                 out = batch_out(view, svc.settings.public_base_url)
                 event = {"id": out.id, "status": out.status,
                          "request_counts": out.request_counts.model_dump(),
@@ -104,6 +122,10 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
 
 
 def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
+    """Everything from Redis, and nothing stale: Redis unreachable raises (a 503), and so does
+    the database, since no job can be submitted then and the scheduler publishes no snapshot."""
+    with svc.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
     snap = read_snapshot(svc.redis)
     workers = capacity.live_workers(svc.redis)
     depth = {lane: svc.queue.index.depth(lane) for lane in ("interactive", "bulk")}
@@ -131,7 +153,7 @@ def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
             "open_event_streams": open_streams}
 
 
-@router.get("/v1/status", tags=["status"])
+@router.get("/v1/status", tags=["status"], responses={503: ERRORS[503]})
 async def status(request: Request, svc: ServicesDep) -> dict[str, Any]:
     """Queue depth per lane and the ETA a new job would get, workers, and each model's figures."""
     return await run_in_threadpool(queue_status, svc, request.app.state.streams.open)

@@ -18,6 +18,9 @@ from storage.blobs import BlobNotFound
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiErrorResponse, "description": "Missing or invalid API key"},
+    503: {"model": ApiErrorResponse, "description": "The database or Redis is unreachable "
+                                                    "(type `unavailable`); retry after the "
+                                                    "`Retry-After` header's seconds"},
     404: {"model": ApiErrorResponse, "description": "No such job for this tenant"},
 }
 
@@ -53,6 +56,8 @@ def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep,
     """Queue one image job. Returns at once with the job and its place in the queue.
 
     A retry with the same `Idempotency-Key` and body returns the same job; another body is a 409.
+    A 503 means nothing was stored; a 202 means the job exists and will run (while Redis is
+    unreachable its `queue_position` is null until it is indexed again).
     """
     limits = svc.settings
     if len(body.prompt) > limits.max_prompt_chars:
@@ -69,7 +74,9 @@ def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep,
         webhook_url=body.webhook_url),
         idempotency_key=idempotency_key and check_key(idempotency_key),
         request_hash=hash_json(body.model_dump(mode="json")))
-    return job_out(svc.queue.get(tenant.id, job.id), svc.settings.public_base_url)
+    # Committed means accepted: with Redis down the job has no position yet (reconcile indexes it).
+    return job_out(svc.queue.get(tenant.id, job.id, redis_optional=True),
+                   svc.settings.public_base_url)
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
