@@ -17,6 +17,7 @@ import redis
 from rich.console import Console
 
 console = Console(stderr=True)
+REDIS_DIR = Path("var/redis")  # the private redis-server's append-only file
 
 
 def free_port() -> int:
@@ -51,8 +52,11 @@ class Stack:
         self.procs.append((name, proc))
         return proc
 
-    def ensure_redis(self, url: str) -> str:
-        """The Redis URL to use: ``url`` if it answers, else a private redis-server we start."""
+    def ensure_redis(self, url: str, data_dir: Path = REDIS_DIR) -> str:
+        """The Redis URL to use: ``url`` if it answers, else a private redis-server we start.
+
+        The private one keeps an append-only file in ``data_dir`` (fsynced every second), so the
+        breaker state and vendor-limit counters survive its restart with the next run."""
         if redis_answers(url):
             return url
         server = shutil.which("redis-server")
@@ -62,8 +66,10 @@ class Stack:
                 "Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install "
                 "redis) or point IMGQ_REDIS_URL at a running Redis.")
         port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
         self.start("redis", [server, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no"])
+                             "--appendonly", "yes", "--appendfsync", "everysec",
+                             "--dir", str(data_dir.resolve())])
         private = f"redis://127.0.0.1:{port}/0"
         deadline = time.monotonic() + 10
         while not redis_answers(private):
@@ -72,7 +78,8 @@ class Stack:
             time.sleep(0.1)
         host = urlparse(url).netloc or url
         console.print(f"[yellow]Nothing answered at {host}: started a private redis-server on "
-                      f"127.0.0.1:{port} for this run (it keeps nothing on disk).[/]")
+                      f"127.0.0.1:{port} for this run (append-only file in {data_dir}, "
+                      "fsynced every second).[/]")
         return private
 
     def wait_http(self, name: str, url: str, timeout_s: float = 30.0) -> None:

@@ -43,6 +43,7 @@ class OutageLog:
         self.log = logger
         self.backoff_s = backoff_s
         self._down: dict[str, float] = {}  # dependency -> monotonic time the outage was noticed
+        self.recoveries = 0  # outages that have ended: a loop may heal what they made it miss
         self._lock = threading.Lock()
 
     @property
@@ -71,6 +72,7 @@ class OutageLog:
             healed = {d: t for d, t in self._down.items() if d in uses}
             for dependency in healed:
                 del self._down[dependency]
+            self.recoveries += len(healed)
         for dependency, since in healed.items():
             self.log.warning("%s: %s reachable again after %.1fs", self.loop, dependency,
                              time.monotonic() - since)
@@ -91,3 +93,37 @@ class OutageLog:
                 time.sleep(self.backoff_s)
         else:
             self.succeeded(uses)
+
+
+class RepeatedErrors:
+    """Logs a loop's other errors (not an outage: a bug, bad data) with their traceback, each
+    distinct one (type and message) at most once per ``every_s``; the next line says how many
+    were muted in between."""
+
+    MAX_KEPT = 256  # distinct errors remembered; older ones are forgotten first
+
+    def __init__(self, loop: str, logger: logging.Logger, every_s: float = 60.0) -> None:
+        self.loop = loop
+        self.log = logger
+        self.every_s = every_s
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}  # -> (logged at, muted since)
+        self._lock = threading.Lock()
+
+    def error(self, error: BaseException) -> bool:
+        """Log ``error`` unless the same one was logged less than ``every_s`` ago; True if
+        logged."""
+        key = (type(error).__name__, str(error))
+        now = time.monotonic()
+        with self._lock:
+            logged_at, muted = self._seen.get(key, (None, 0))
+            if logged_at is not None and now - logged_at < self.every_s:
+                self._seen[key] = (logged_at, muted + 1)
+                return False
+            self._seen.pop(key, None)
+            self._seen[key] = (now, 0)
+            while len(self._seen) > self.MAX_KEPT:
+                del self._seen[next(iter(self._seen))]
+        again = f" ({muted} more times since it was last logged)" if muted else ""
+        self.log.error("%s failed: %s: %s%s", self.loop, type(error).__name__, error, again,
+                       exc_info=error)
+        return True

@@ -51,6 +51,7 @@ from scheduler.eta import (
     forecast,
 )
 from scheduler.index import WaitingIndex
+from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from scheduler.queue import route_models
 from scheduler.snapshot import SNAPSHOT_CHANNEL, read_snapshot
 from storage.models import Job
@@ -186,6 +187,8 @@ class SnapshotPublisher:
         self.slot_usage = SlotUsage()
         self.slot_usage.overhead_s = last_overhead_s(client)  # a standby taking over keeps it
         self.limits = limits or WorkerLimits()
+        self._read_database = False  # whether the pass under way has queried the database
+        self.outages = OutageLog("snapshot publisher", log, backoff_s=max(period_s, 1.0))
 
     def inflight(self) -> list[str]:
         """Dispatched jobs, oldest first."""
@@ -195,6 +198,7 @@ class SnapshotPublisher:
     def routes_of(self, job_ids: list[str]) -> dict[str, tuple[str, ...]]:
         if not job_ids:
             return {}
+        self._read_database = True
         with self.sessions() as session:
             rows = session.execute(select(Job.id, Job.route, Job.requested_model)
                                    .where(Job.id.in_(job_ids))).all()
@@ -264,15 +268,35 @@ class SnapshotPublisher:
         pipe.execute()
         return snapshot
 
+    def publish_if_leader(self) -> tuple[str, ...]:
+        """One pass: publish if this process is the active scheduler; returns the dependencies
+        the pass used (the database only when there were jobs to look up)."""
+        if not self.leader():
+            return ()
+        self._read_database = False
+        self.publish_once()
+        return ("redis", "database") if self._read_database else ("redis",)
+
     def run(self) -> None:
+        """Publish every ``period_s`` until stopped. A Redis or database outage is logged when it
+        starts and when it ends (``self.outages``) and retried every ``max(period_s, 1 s)``
+        meanwhile; any other failure is logged (each distinct one once a minute at most) and the
+        next period tried again."""
+        outages = self.outages
+        errors = RepeatedErrors("snapshot publisher", log)
         while not self.stopping.is_set():
             started = time.monotonic()
+            period_s = self.period_s
             try:
-                if self.leader():
-                    self.publish_once()
+                used = self.publish_if_leader()
+            except DEPENDENCY_ERRORS as exc:
+                outages.failed(exc)
+                period_s = outages.backoff_s
             except Exception as exc:  # noqa: BLE001 - a bad second must not stop publishing
-                log.warning("snapshot failed: %s", exc)
-            self.stopping.wait(max(0.05, self.period_s - (time.monotonic() - started)))
+                errors.error(exc)
+            else:
+                outages.succeeded(used)
+            self.stopping.wait(max(0.05, period_s - (time.monotonic() - started)))
 
     def stop(self) -> None:
         self.stopping.set()

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imagequeue.settings import Settings
 from scheduler import webhooks
+from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Batch, Job, JobStatus, WebhookDelivery, utcnow
 
@@ -162,17 +164,38 @@ def sweep_open_batches(sessions: sessionmaker[Session], public_base_url: str,
     return sum(finalize_if_done(sessions, batch_id, public_base_url) for batch_id in open_ids)
 
 
-def start_background(settings: Settings, sweep_every_s: float = 10.0) -> threading.Thread:
-    """The scheduler's second duty: send due webhooks and sweep open batches, in a daemon thread."""
-    sessions = make_sessionmaker(make_engine(settings.database_url))
-    sender = webhooks.make_sender(settings, sessions)
-    last_sweep = [0.0]
+def periodic_sweep(sessions: sessionmaker[Session], public_base_url: str,
+                   every_s: float = 10.0) -> Callable[[], None]:
+    """``sweep_open_batches`` at most every ``every_s``, for a loop to call on each pass. It never
+    raises: a database outage is logged when it starts and when it ends (the sweep tried again
+    every ``every_s`` meanwhile), any other failure once a minute at most."""
+    last_sweep_s: float | None = None
+    outages = OutageLog("open-batch sweep", log, backoff_s=every_s)
+    errors = RepeatedErrors("open-batch sweep", log)
 
     def sweep() -> None:
-        if time.monotonic() - last_sweep[0] >= sweep_every_s:
-            last_sweep[0] = time.monotonic()
-            sweep_open_batches(sessions, settings.public_base_url)
+        nonlocal last_sweep_s
+        if last_sweep_s is not None and time.monotonic() - last_sweep_s < every_s:
+            return
+        last_sweep_s = time.monotonic()
+        try:
+            sweep_open_batches(sessions, public_base_url)
+        except DEPENDENCY_ERRORS as exc:
+            outages.failed(exc)
+        except Exception as exc:  # noqa: BLE001 - the next sweep may do better
+            errors.error(exc)
+        else:
+            outages.succeeded(("database",))
 
+    return sweep
+
+
+def start_background(settings: Settings, sweep_every_s: float = 10.0) -> threading.Thread:
+    """The scheduler's second duty: send due webhooks and sweep open batches, in a daemon thread.
+    Both ride out a database outage (see ``WebhookSender.run`` and ``periodic_sweep``)."""
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    sender = webhooks.make_sender(settings, sessions)
+    sweep = periodic_sweep(sessions, settings.public_base_url, sweep_every_s)
     thread = threading.Thread(
         target=sender.run, args=(threading.Event(), settings.webhook_poll_interval_s, sweep),
         name="imgq-webhooks", daemon=True)

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from imagequeue.settings import Settings
 from scheduler.errors import QueueError
+from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from storage.models import Tenant, WebhookAttempt, WebhookDelivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -251,17 +252,28 @@ class WebhookSender:
 
     def run(self, stop: threading.Event, poll_s: float,
             between: Callable[[], object] | None = None) -> None:
-        """Deliver until ``stop`` is set; ``between`` runs after each pass (e.g. a sweep)."""
+        """Deliver until ``stop`` is set; ``between`` runs after each pass (e.g. a sweep).
+
+        A database outage is logged when it starts and when it ends (``OutageLog``) and retried
+        every ``max(poll_s, 1 s)`` meanwhile; any other failure is logged (each distinct one once
+        a minute at most) and the loop goes on."""
+        outages = OutageLog("webhook delivery", log, backoff_s=max(poll_s, 1.0))
+        errors = RepeatedErrors("webhook delivery", log)
         while not stop.is_set():
+            wait_s = poll_s
             try:
                 sent = self.deliver_due()
+                outages.succeeded(("database",))
                 if between is not None:
                     between()
-            except Exception:  # noqa: BLE001 - the loop must outlive a bad pass
-                log.exception("webhook delivery pass failed")
+            except DEPENDENCY_ERRORS as exc:
+                outages.failed(exc)
+                sent, wait_s = 0, outages.backoff_s
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a bad pass
+                errors.error(exc)
                 sent = 0
             if not sent:
-                stop.wait(poll_s)
+                stop.wait(wait_s)
 
 
 def make_sender(settings: Settings, sessions: sessionmaker[Session]) -> WebhookSender:

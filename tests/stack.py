@@ -33,13 +33,24 @@ def fast_catalogue(directory: Path, *, cap: int | None = None, rpm: int = 60_000
     return path
 
 
-def start_private_redis(log_dir: Path, timeout_s: float = 10.0) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of our own on a free loopback port, keeping nothing on disk, once it answers.
-    Returns the process and its URL (database 0)."""
-    port = free_port()
-    proc = spawn([shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
-                  "--port", str(port), "--save", "", "--appendonly", "no"],
-                 log=log_dir / "redis.log")
+def start_private_redis(log_dir: Path, timeout_s: float = 10.0, *, persist: bool = False,
+                        port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of our own on a loopback port, once it answers. Returns the process and its
+    URL (database 0).
+
+    By default it keeps nothing on disk and takes a free port. ``persist`` keeps an append-only
+    file (fsynced every second, as ``imgq up`` and the Compose file run it) in
+    ``log_dir/redis-data``; ``port`` starts it on that port (a restart of an earlier server)."""
+    port = free_port() if port is None else port
+    args = [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1",
+            "--port", str(port), "--save", ""]
+    if persist:
+        data_dir = log_dir / "redis-data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args += ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir.resolve())]
+    else:
+        args += ["--appendonly", "no"]
+    proc = spawn(args, log=log_dir / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout_s
     while not redis_answers(url):

@@ -1,0 +1,1 @@
+"""Fault tests: real processes killed, restarted or cut off while the code under test runs."""

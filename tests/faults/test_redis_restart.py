@@ -1,0 +1,138 @@
+"""A Redis restart under an open breaker: with append-only persistence the breaker is still open
+afterwards, with the same open-until time; without it the state is gone and the model is called
+again (what the README says about running Redis without persistence).
+
+Real processes: a private redis-server is stopped with SIGTERM, as a service manager or
+``docker compose restart`` does, and started again on the same port with the same directory. The
+breaker is driven through the store the workers use (``make_breaker_store``), Lua scripts and all.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from breaker import BreakerState, BreakerStore, ModelHealth, Outcome, RedisBreakerStore
+from imagequeue.settings import Settings
+from providers.catalogue import load_catalogue
+from scheduler.health import make_breaker_store
+from tests.conftest import _missing, stop
+from tests.stack import start_private_redis
+
+MODEL = "gemini-3-pro-image-preview"
+MINIMUM_CALLS = 5
+OPEN_DURATION_S = 600.0  # far longer than the test: an OPEN read afterwards is the stored one
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the test's own that it may restart on the same port and directory."""
+
+    log_dir: Path
+    persist: bool
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    @classmethod
+    def start(cls, log_dir: Path, *, persist: bool) -> PrivateRedis:
+        proc, url = start_private_redis(log_dir, persist=persist)
+        return cls(log_dir, persist, proc, url)
+
+    @property
+    def port(self) -> int:
+        port = urlparse(self.url).port
+        assert port is not None
+        return port
+
+    def restart(self, exit_timeout_s: float = 10.0) -> None:
+        """SIGTERM, wait for the process to exit, start again; returns once the new one answers."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=exit_timeout_s) == 0, (self.log_dir / "redis.log").read_text()
+        self.proc, url = start_private_redis(self.log_dir, persist=self.persist, port=self.port)
+        assert url == self.url
+
+    def stop(self) -> None:
+        stop(self.proc)
+
+
+@pytest.fixture()
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRedis]:
+    """``request.param``: whether the server keeps an append-only file."""
+    if shutil.which("redis-server") is None:
+        _missing("redis-server", "install it (apt-get install redis-server)")
+    running = PrivateRedis.start(tmp_path, persist=request.param)
+    yield running
+    running.stop()
+
+
+def breaker_store(redis_url: str) -> BreakerStore:
+    """The store every worker builds from its settings (``breaker_mode`` ``shared``)."""
+    settings = Settings(_env_file=None, redis_url=redis_url,  # type: ignore[call-arg]
+                        breaker_mode="shared", breaker_minimum_calls=MINIMUM_CALLS,
+                        breaker_failure_rate_threshold=0.5, breaker_window_s=60,
+                        breaker_open_duration_s=OPEN_DURATION_S)
+    store = make_breaker_store(settings, load_catalogue())
+    assert isinstance(store, RedisBreakerStore)
+    return store
+
+
+def open_breaker(store: BreakerStore, model: str) -> ModelHealth:
+    """Calls the way a worker makes them (allow, then record), every one a vendor 503, until the
+    breaker opens."""
+    for _ in range(MINIMUM_CALLS * 2):
+        decision = store.allow(model)
+        assert decision.allowed, decision
+        if store.record(model, Outcome.FAILURE, 0.2, probe=decision.probe) is BreakerState.OPEN:
+            break
+    opened = store.snapshot(model)
+    assert opened.state is BreakerState.OPEN, opened
+    return opened
+
+
+@pytest.mark.parametrize("server", [True], indirect=True, ids=["appendonly-everysec"])
+def test_an_open_breaker_is_still_open_with_the_same_deadline_after_redis_restarts(
+        server: PrivateRedis) -> None:
+    # Given a model whose breaker the shared store opened (in Redis, not failed open)
+    store = breaker_store(server.url)
+    opened = open_breaker(store, MODEL)
+    assert isinstance(store, RedisBreakerStore) and store.store_errors == 0
+    assert opened.open_until_ms is not None
+
+    # When Redis restarts
+    server.restart()
+
+    # Then the breaker is still open until the same moment, and workers still skip the model
+    after = store.snapshot(MODEL)
+    assert after.state is BreakerState.OPEN
+    assert after.open_until_ms == opened.open_until_ms
+    assert after.failures == opened.failures
+    decision = store.allow(MODEL)
+    assert not decision.allowed and decision.retry_at_ms == opened.open_until_ms
+    assert [e.to_state for e in store.events(MODEL)][:1] == [BreakerState.OPEN]
+    assert store.store_errors == 0
+
+
+@pytest.mark.parametrize("server", [False], indirect=True, ids=["no-persistence"])
+def test_without_persistence_a_restart_forgets_the_open_breaker_and_the_model_is_called_again(
+        server: PrivateRedis) -> None:
+    # Given a model whose breaker is open
+    store = breaker_store(server.url)
+    open_breaker(store, MODEL)
+
+    # When a Redis that keeps nothing on disk restarts
+    server.restart()
+
+    # Then the breaker comes back closed with an empty window: the next call goes to the model
+    after = store.snapshot(MODEL)
+    assert after.state is BreakerState.CLOSED
+    assert (after.calls, after.failures, after.open_until_ms) == (0, 0, None)
+    decision = store.allow(MODEL)
+    assert decision.allowed and not decision.probe
+    assert store.events(MODEL) == []
