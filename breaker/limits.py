@@ -27,6 +27,7 @@ class VendorLimits:
     ) -> None:
         """``clock_ms`` replaces Redis ``TIME`` and exists for tests only."""
         self._prefix = key_prefix
+        self._redis = redis_client
         self._clock_ms = clock_ms
         self.guard = FailOpenGuard("vendor limits")
         self._semaphore = redis_client.register_script(lua_source("semaphore.lua"))
@@ -46,6 +47,13 @@ class VendorLimits:
 
     def release(self, model: str, holder_id: str) -> None:
         self._semaphore_call("release", model, holder_id, 0, 0, fail_open=False)
+
+    def release_holders(self, model: str, holder_prefix: str) -> int:
+        """Release every slot whose holder id starts with ``holder_prefix`` (all the slots of a
+        dead worker's job), instead of waiting for them to expire."""
+        key = keys.concurrency_holders(model, self._prefix)
+        holders = [h for h in self._redis.zscan_iter(key, match=f"{holder_prefix}*")]
+        return int(self._redis.zrem(key, *[h for h, _ in holders])) if holders else 0
 
     def try_acquire_rate(self, model: str, rpm: int, window_s: float = 60.0) -> float:
         """0.0 if a call may start now (it is counted), else the seconds to wait first: at most

@@ -117,6 +117,7 @@ def scheduler() -> None:
 
     import redis
 
+    from breaker import VendorLimits, breaker_redis
     from scheduler.dispatcher import Dispatcher, make_sender
     from scheduler.publisher import SnapshotPublisher, WorkerLimits
     from storage.db import make_engine, make_sessionmaker
@@ -133,7 +134,9 @@ def scheduler() -> None:
         make_sessionmaker(make_engine(settings.database_url)),
         make_sender(settings.redis_url),
         buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
-        reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s)
+        reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s,
+        job_lease_ms=int(settings.lease_s * 1000),
+        limits=VendorLimits(breaker_redis(settings.redis_url)), models=tuple(catalogue.models))
     publisher = SnapshotPublisher(
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),

@@ -19,6 +19,16 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... to scale out.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    redis_timeout_s: float = Field(
+        default=2.0, gt=0,
+        description="Socket and connect timeout of the API's Redis client: a hung Redis gives a "
+                    "503 after this long instead of holding the request.")
+    retry_after_s: int = Field(
+        default=5, ge=1,
+        description="The Retry-After (seconds) of a 503 when the database or Redis is unreachable.")
+    ready_timeout_s: float = Field(
+        default=2.0, gt=0,
+        description="How long GET /readyz waits for each of the database and Redis to answer.")
     image_dir: Path = Field(default=Path("var/images"))
     catalogue_path: Path = Field(default=DEFAULT_CATALOGUE_PATH)
     simulator_url: str | None = Field(
@@ -38,10 +48,30 @@ class Settings(BaseSettings):
                     "dispatches.")
     dispatch_stale_s: float = Field(
         default=600.0, gt=0,
-        description="A dispatched job that has not started after this long is put back in the "
-                    "queue (its message was lost or its worker died); keep it above the longest "
-                    "model timeout.")
-    worker_heartbeat_s: float = Field(default=2.0, gt=0)
+        description="A dispatched job that no worker has received after this long is put back "
+                    "in the queue (its message was lost). Jobs a worker has received are owned "
+                    "by a lease instead (lease_s).")
+    worker_heartbeat_s: float = Field(
+        default=2.0, gt=0,
+        description="How often a worker advertises its slots and renews the leases of its jobs.")
+    lease_s: float = Field(
+        default=10.0, gt=0,
+        description="A worker's job is taken back and queued again this long after its last "
+                    "lease renewal (the worker was killed, its host vanished, it hung). Keep it "
+                    "several heartbeats long.")
+    broker_visibility_timeout_s: float = Field(
+        default=3600.0, gt=0,
+        description="Redis broker only: when an unacknowledged message is delivered again. It "
+                    "never recovers a job (leases do); a redelivered message is recognised and "
+                    "ignored.")
+    database_retry_s: float = Field(
+        default=600.0, gt=0,
+        description="How long a worker keeps retrying the write of a finished job while the "
+                    "database is unreachable (it keeps the lease and the stored image meanwhile).")
+    database_backoff_s: float = Field(
+        default=2.0, gt=0,
+        description="After a worker finds the database unreachable the dispatcher hands out no "
+                    "job for this long (then one job probes it again).")
     job_deadline_s: float = Field(default=3600.0, gt=0)
 
     max_prompt_chars: int = Field(default=4000, ge=1)

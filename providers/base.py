@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,9 +38,32 @@ class GenerationResult:
     vendor_cost: float | None = None  # the vendor's own unit (BFL credits, Recraft units)
 
 
+@dataclass(frozen=True)
+class VendorTask:
+    """An asynchronous vendor task already submitted (and paid for): enough to poll it again
+    after a crash instead of submitting, and paying, a second time."""
+
+    task_id: str | None
+    polling_url: str
+
+
+def _ignore_task(_task: VendorTask) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class TaskHooks:
+    """How a caller follows an asynchronous call: ``submitted`` learns the task the moment the
+    vendor returns it; ``resume`` (a task of an earlier run) is polled instead of submitting."""
+
+    resume: VendorTask | None = None
+    submitted: Callable[[VendorTask], None] = _ignore_task
+
+
 class Adapter(Protocol):
     """Calls one vendor wire format. Raises ``ProviderError`` for every non-image answer."""
 
     def generate(
-        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
+        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest,
+        tasks: TaskHooks | None = None,
     ) -> GenerationResult: ...

@@ -3,6 +3,12 @@
 Only one dispatcher is active at a time (a Redis lease); others wait on standby. It wakes on events
 (a job arrived, a job finished) and on a short timer, never floods Celery: capacity is the
 concurrency live workers advertise, minus jobs in flight, plus a small buffer so no worker idles.
+
+Every tick it also sweeps the job leases (``scheduler.leases``) and, every ``reconcile_every_s``,
+heals Redis from the database. It rides out outages: each step that fails because PostgreSQL or
+Redis is unreachable is logged once per outage and tried again on the next tick. When Redis comes
+back, or comes back empty (its generation marker is gone), it reconciles at once. While workers
+report that they cannot reach the database, it hands out nothing.
 """
 
 from __future__ import annotations
@@ -11,23 +17,31 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
 import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import VendorLimits
 from scheduler import capacity, keys
-from scheduler.index import WaitingIndex
-from scheduler.queue import reconcile, recover_stale
+from scheduler.index import DEFAULT_LEASE_MS, WaitingIndex
+from scheduler.leases import Leases, adopt_running, sweep
+from scheduler.outages import OutageLog
+from scheduler.queue import reconcile
 
 log = logging.getLogger(__name__)
 
+# 0: another dispatcher is active; 1: ours; 2: ours, and Redis had lost its data (no marker).
 _RENEW_LEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+elseif not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
 end
-return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+redis.call('SET', KEYS[2], ARGV[1])
+return 2
 """
 
 
@@ -56,6 +70,9 @@ class Dispatcher:
         lease_s: float = 5.0,
         reconcile_every_s: float = 30.0,
         stale_s: float = 600.0,
+        job_lease_ms: int = DEFAULT_LEASE_MS,
+        limits: VendorLimits | None = None,
+        models: Sequence[str] = (),
     ) -> None:
         self.redis = client
         self.index = WaitingIndex(client)
@@ -66,6 +83,11 @@ class Dispatcher:
         self.lease_ms = int(lease_s * 1000)
         self.reconcile_every_s = reconcile_every_s
         self.stale_s = stale_s
+        self.job_lease_ms = job_lease_ms
+        self.leases = Leases(client, job_lease_ms)
+        self.limits = limits
+        self.models = tuple(models)
+        self.outages = OutageLog("dispatcher", log)
         self.holder = f"{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW_LEASE)
         self._release = client.register_script(_RELEASE_LEASE)
@@ -74,9 +96,16 @@ class Dispatcher:
         self.leader = False
 
     def hold_lease(self) -> bool:
-        return bool(self._renew(keys=[keys.DISPATCH_LEASE], args=[self.holder, self.lease_ms]))
+        return self._hold_lease() > 0
+
+    def _hold_lease(self) -> int:
+        """0 standing by, 1 active, 2 active and Redis was found empty."""
+        return int(self._renew(keys=[keys.DISPATCH_LEASE, keys.GENERATION],
+                               args=[self.holder, self.lease_ms]))
 
     def free_slots(self) -> int:
+        if self.leases.database_unreachable():
+            return 0  # workers cannot load jobs: hold them in the queue
         total = sum(capacity.live_workers(self.redis).values())
         if total == 0:
             return 0
@@ -84,7 +113,7 @@ class Dispatcher:
 
     def dispatch_once(self) -> int:
         """Hand out as many jobs as there are free slots; returns how many were sent."""
-        job_ids, token = self.index.take(self.free_slots())
+        job_ids, token = self.index.take(self.free_slots(), self.job_lease_ms)
         for job_id in job_ids:
             self.sender.send_task(keys.GENERATE_TASK, args=[job_id, token],
                                   queue=keys.GENERATE_QUEUE)
@@ -98,39 +127,65 @@ class Dispatcher:
             return self.interval_s
         return max(0.05, min(self.interval_s, (due_ms - time.time() * 1000) / 1000))
 
+    def heal(self) -> None:
+        """Index the queued jobs Redis lacks and lease the running ones that have no lease."""
+        healed = reconcile(self.sessions, self.index)
+        adopted = adopt_running(self.sessions, self.leases)
+        if healed or adopted:
+            log.warning("reconciled %d queued jobs missing from the waiting index; leased %d "
+                        "running jobs that had no lease", healed, adopted)
+
+    def sweep_leases(self) -> None:
+        result = sweep(self.sessions, self.index, self.leases, self.stale_s, self.limits,
+                       self.models)
+        if result.requeued or result.cleared:
+            log.warning("job leases: %d ran out and went back to the queue, %d cleared",
+                        result.requeued, result.cleared)
+
     def run(self) -> None:
         last_reconcile = 0.0
         leader = False
+        recoveries = 0
         while not self.stopping.is_set():
             self.leader = leader
-            try:
-                if not self.hold_lease():
+            held = -1
+            with self.outages.guard(self.stopping, uses=("redis",)):
+                held = self._hold_lease()
+                if held == 0:
                     if leader:
                         log.warning("dispatcher lease lost; standing by")
                     leader = False
                     self.stopping.wait(self.interval_s)
                     continue
-                if not leader:
-                    log.info("dispatcher %s is active", self.holder)
+                if not leader or held == 2:
+                    if leader:
+                        log.warning("Redis lost its data (flush or empty restart); "
+                                    "reconciling from the database now")
+                    else:
+                        log.info("dispatcher %s is active", self.holder)
                     leader = True
                     last_reconcile = 0.0
-                if time.monotonic() - last_reconcile > self.reconcile_every_s:
-                    healed = reconcile(self.sessions, self.index)
-                    if healed:
-                        log.warning("reconciled %d queued jobs missing from the waiting index", healed)
-                    requeued, cleared = recover_stale(self.sessions, self.index, self.stale_s)
-                    if requeued or cleared:
-                        log.warning("stale dispatches: %d put back in the queue, %d cleared",
-                                    requeued, cleared)
+            if held < 0:
+                continue  # Redis is unreachable
+            if time.monotonic() - last_reconcile > self.reconcile_every_s:
+                with self.outages.guard(self.stopping):
+                    self.heal()
                     last_reconcile = time.monotonic()
+            with self.outages.guard(self.stopping):
+                self.sweep_leases()
+            with self.outages.guard(self.stopping, uses=("redis",)):
                 self.index.promote_due()
                 self.dispatch_once()
                 self.index.wait_for_wake(self._wait_s())
-            except redis.RedisError as exc:
-                log.warning("dispatcher cannot reach Redis (%s); retrying", exc)
-                self.stopping.wait(1.0)
+            if self.outages.recoveries != recoveries:
+                recoveries = self.outages.recoveries
+                last_reconcile = 0.0  # an outage just ended: heal what it may have missed
         if leader:
-            self._release(keys=[keys.DISPATCH_LEASE], args=[self.holder])
+            try:
+                self._release(keys=[keys.DISPATCH_LEASE], args=[self.holder])
+            except redis.RedisError as exc:
+                log.warning("could not release the dispatcher lease (it expires by itself): %s",
+                            exc)
 
     def stop(self) -> None:
         self.stopping.set()

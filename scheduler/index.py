@@ -19,6 +19,7 @@ import redis
 from scheduler import keys
 
 _CLASS_COUNT = len(keys.CLASS_KEYS)
+DEFAULT_LEASE_MS = 10_000
 
 
 def _script(name: str) -> str:
@@ -74,15 +75,16 @@ class WaitingIndex:
     def pop_for_dispatch(self, count: int) -> list[str]:
         return self.take(count)[0]
 
-    def take(self, count: int) -> tuple[list[str], int]:
-        """Up to ``count`` jobs from the head, now in flight, and their dispatch token (the
-        dispatch time in ms, which a worker checks so that a stale message is never run twice)."""
+    def take(self, count: int, lease_ms: int = DEFAULT_LEASE_MS) -> tuple[list[str], int]:
+        """Up to ``count`` jobs from the head, now in flight and leased for ``lease_ms``, and
+        their dispatch token (the dispatch time in ms, which a worker checks so that a stale
+        message is never run twice)."""
         token = now_ms()
         if count <= 0:
             return [], token
         ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND,
-                              keys.DISPATCH_COUNT],
-                        args=[_CLASS_COUNT, count, token])
+                              keys.DISPATCH_COUNT, keys.LEASES, keys.LEASE_OWNERS],
+                        args=[_CLASS_COUNT, count, token, lease_ms])
         return [_text(i) for i in ids], token
 
     def dispatch_count(self) -> int:
@@ -94,15 +96,13 @@ class WaitingIndex:
         score = self.redis.zscore(keys.INFLIGHT, job_id)
         return score is not None and int(score) == int(token)
 
-    def stale_dispatches(self, older_than_ms: int) -> list[str]:
-        ids = self.redis.zrangebyscore(keys.INFLIGHT, "-inf", older_than_ms)
-        return [_text(i) for i in ids]  # type: ignore[arg-type]
-
     def requeue(self, job_ids: Sequence[str]) -> int:
-        """Return dispatched jobs that never started to their place in the queue."""
+        """Return dispatched jobs that never started to their place in the queue (a worker gives
+        back a job it cannot load); their leases go with them."""
         if not job_ids:
             return 0
-        return int(self._requeue(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED],
+        return int(self._requeue(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED,
+                                       keys.LEASES, keys.LEASE_OWNERS],
                                  args=[_CLASS_COUNT, *job_ids]))
 
     def position(self, job_id: str) -> int | None:
@@ -133,7 +133,9 @@ class WaitingIndex:
         for key in (*keys.CLASS_KEYS, keys.PARKED):
             pipe.zrem(key, job_id)
         pipe.hdel(keys.DISPATCHED, job_id)
-        return any(pipe.execute()[:-1])
+        pipe.zrem(keys.LEASES, job_id)
+        pipe.hdel(keys.LEASE_OWNERS, job_id)
+        return any(pipe.execute()[:-3])
 
     def is_dispatched(self, job_id: str) -> bool:
         """Handed to the workers and not finished (or parked) yet."""
@@ -148,6 +150,8 @@ class WaitingIndex:
         pipe.zrem(keys.INFLIGHT, job_id)
         pipe.zadd(keys.PARKED, {job_id: not_before_ms})
         pipe.hdel(keys.RUNNING, job_id)
+        pipe.zrem(keys.LEASES, job_id)
+        pipe.hdel(keys.LEASE_OWNERS, job_id)
         pipe.execute()
         self.wake()
 
@@ -166,6 +170,8 @@ class WaitingIndex:
         pipe.zrem(keys.INFLIGHT, job_id)
         pipe.hdel(keys.DISPATCHED, job_id)
         pipe.hdel(keys.RUNNING, job_id)
+        pipe.zrem(keys.LEASES, job_id)
+        pipe.hdel(keys.LEASE_OWNERS, job_id)
         pipe.lpush(keys.DISPATCH_WAKE, "1")
         pipe.ltrim(keys.DISPATCH_WAKE, 0, 0)
         pipe.execute()

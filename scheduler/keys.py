@@ -18,6 +18,11 @@ Layout (all under the version prefix, so a layout change cannot misread old keys
     imgq:v1:dispatch:wake         LIST a nudge for the dispatcher (submit, job finished)
     imgq:v1:dispatch:count        INCR jobs dispatched so far (moves snapshot positions forward)
     imgq:v1:dispatch:lease        STRING holder id of the active dispatcher, with expiry
+    imgq:v1:leases                ZSET job_id -> lease expiry (ms, Redis TIME) of dispatched jobs
+    imgq:v1:lease:owners          HASH job_id -> "token" once dispatched, "token|worker" once a
+                                  worker holds it, "reclaimed" once the scheduler took it back
+    imgq:v1:generation            STRING marker the dispatcher sets; gone = Redis lost its data
+    imgq:v1:database:unreachable  STRING with a TTL, set by workers that cannot reach the database
 """
 
 from __future__ import annotations
@@ -52,6 +57,10 @@ WORKERS = f"{PREFIX}:workers"
 DISPATCH_WAKE = f"{PREFIX}:dispatch:wake"
 DISPATCH_COUNT = f"{PREFIX}:dispatch:count"
 DISPATCH_LEASE = f"{PREFIX}:dispatch:lease"
+LEASES = f"{PREFIX}:leases"
+LEASE_OWNERS = f"{PREFIX}:lease:owners"
+GENERATION = f"{PREFIX}:generation"
+DATABASE_UNREACHABLE = f"{PREFIX}:database:unreachable"
 
 # Celery names shared by the dispatcher (sender) and the workers (consumers).
 GENERATE_TASK = "imgq.generate"

@@ -1,16 +1,19 @@
 """Submitting, reading and canceling jobs: the queue as producers and the API see it.
 
 Submit writes the rows in one transaction, commits, then indexes the job in Redis. A crash between
-the two is healed by ``reconcile`` (the database is the source of truth).
+the two, or Redis unreachable for the push, is healed by ``reconcile`` (the database is the source
+of truth): once committed, a submit has succeeded and the job will run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import redis
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +28,7 @@ from scheduler.snapshot import read_snapshot
 from storage.models import Job, JobStatus, utcnow
 
 PINNED_ROUTE = "pinned"
+log = logging.getLogger("scheduler.queue")
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,20 @@ class JobQueue:
             if not raced:
                 raise
             return raced
-        self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
+        try:
+            self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
+        except redis.RedisError as exc:  # committed: the job exists, reconcile indexes it
+            log.warning("job %s is stored but not yet in the waiting index (Redis: %s: %s); "
+                        "reconcile will index it", job.id, type(exc).__name__, exc)
         return job
 
     def _previous(self, tenant_id: str, key: str, request_hash: str | None) -> Job | None:
         with self.sessions() as session:
             return find_previous(session, Job, tenant_id, key, request_hash or "")
 
-    def get(self, tenant_id: str, job_id: str) -> JobView:
+    def get(self, tenant_id: str, job_id: str, *, redis_optional: bool = False) -> JobView:
+        """A job and where it stands; ``redis_optional`` (the answer to a submit) gives no
+        position instead of raising while Redis is unreachable."""
         with self.sessions() as session:
             job = session.scalar(
                 select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
@@ -156,6 +166,11 @@ class JobQueue:
             if job is None:
                 raise NotFound("job", job_id)
             _ = job.attempts  # load while the session is open
+        if redis_optional:
+            try:
+                return self.progress(job)
+            except redis.RedisError:
+                return JobView(job, None)
         return self.progress(job)
 
     def progress(self, job: Job) -> JobView:
@@ -225,21 +240,3 @@ def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int =
             index.push(missing)
             healed += len(missing)
         last_created, last_id = rows[-1].created_at, rows[-1].id
-
-
-def recover_stale(sessions: sessionmaker[Session], index: WaitingIndex,
-                  stale_s: float) -> tuple[int, int]:
-    """Dispatches older than ``stale_s`` whose job never started go back to their place in the
-    queue (their message was lost, or their worker died first); those whose job has ended are
-    cleared. Returns (requeued, cleared). A late message for a requeued job is ignored by the
-    worker: its dispatch token no longer matches."""
-    stale = index.stale_dispatches(int((time.time() - stale_s) * 1000))
-    if not stale:
-        return 0, 0
-    with sessions() as session:
-        status = dict(session.execute(select(Job.id, Job.status).where(Job.id.in_(stale))).all())
-    never_started = [j for j in stale if status.get(j) == JobStatus.QUEUED.value]
-    ended = [j for j in stale if j not in status or JobStatus(status[j]).is_terminal]
-    for job_id in ended:
-        index.finished(job_id)
-    return index.requeue(never_started), len(ended)

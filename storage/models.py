@@ -142,7 +142,8 @@ class Job(Base):
     images: Mapped[list[Any]] = mapped_column(JSON, default=list)
 
     attempts: Mapped[list[Attempt]] = relationship(
-        back_populates="job", order_by="Attempt.id", cascade="all, delete-orphan"
+        back_populates="job", order_by="(Attempt.started_at, Attempt.id)",
+        cascade="all, delete-orphan"
     )
 
     __table_args__ = (
@@ -151,7 +152,17 @@ class Job(Base):
     )
 
 
+class AttemptOutcome(StrEnum):
+    """Outcomes besides "success" and the error classes (``providers.errors.ErrorClass``)."""
+
+    SKIPPED = "skipped"          # never called: the breaker, a vendor limit or the model's limits
+    IN_PROGRESS = "in_progress"  # written before the call; completed after it
+    LOST = "lost"                # the worker died during the call: it may have been billed
+
+
 class Attempt(Base):
+    """One call to a vendor (or a model skipped without a call), on record before the call."""
+
     __tablename__ = "attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -159,13 +170,17 @@ class Attempt(Base):
     model: Mapped[str] = mapped_column(String(100))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     latency_ms: Mapped[int | None] = mapped_column(Integer)
-    outcome: Mapped[str] = mapped_column(String(30))  # "success", an error class, or "skipped"
+    outcome: Mapped[str] = mapped_column(String(30))  # "success", an error class, AttemptOutcome
     http_status: Mapped[int | None] = mapped_column(Integer)
     vendor_request_id: Mapped[str | None] = mapped_column(String(200))
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[str | None] = mapped_column(Text)
+    vendor_task_id: Mapped[str | None] = mapped_column(String(200))
+    vendor_task_url: Mapped[str | None] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="attempts")
+
+    __table_args__ = (Index("ix_attempts_job_outcome", "job_id", "outcome"),)
 
 
 # Finding whether a batch still has unfinished jobs is one index seek, not a scan of the batch.

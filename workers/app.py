@@ -40,7 +40,8 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        broker_transport_options={"visibility_timeout": 3600},
+        # Never what recovers a job (leases do); a redelivered message is recognised and ignored.
+        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
     )
     _State.settings = settings
 
@@ -68,17 +69,39 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
                 or ctx.settings.worker_concurrency)
 
     def beat() -> None:
+        from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
+
+        # A Redis outage is logged when it starts and when it ends, not on every beat.
+        outages = OutageLog("worker heartbeat", log, backoff_s=period_s)
+        errors = RepeatedErrors("worker heartbeat", log)
         while not _State.heartbeat_stop.is_set():
             try:
                 capacity.heartbeat(ctx.redis, name, slots, period_s * 3)
+            except DEPENDENCY_ERRORS as exc:
+                outages.failed(exc)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
-                log.warning("heartbeat failed: %s", exc)
+                errors.error(exc)
+            else:
+                outages.succeeded(("redis",))
             _State.heartbeat_stop.wait(period_s)
         with contextlib.suppress(Exception):
             capacity.forget(ctx.redis, name)
 
     threading.Thread(target=beat, name="imgq-heartbeat", daemon=True).start()
+    ctx.leases.start()
     ctx.index.wake()
+
+
+@signals.task_received.connect
+def _hold_received(request: Any = None, **_: Any) -> None:
+    """A message reserved by this worker is leased to it at once, before a thread runs it: if
+    the worker dies with it reserved, the lease runs out and the job goes back to the queue."""
+    args: tuple[Any, ...] = tuple(getattr(request, "args", None) or ())
+    if getattr(request, "name", None) != keys.GENERATE_TASK or len(args) < 2 or args[1] is None:
+        return
+    ctx = context()
+    ctx.leases.start()
+    ctx.leases.hold(str(args[0]), int(args[1]))
 
 
 @signals.worker_shutdown.connect

@@ -6,6 +6,8 @@ Redis is unreachable they fail open within a fraction of a second instead of sta
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import httpx
@@ -17,8 +19,10 @@ from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
 from scheduler.health import make_breaker_store
 from scheduler.index import WaitingIndex
+from scheduler.leases import Leases
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
+from workers.leases import LeaseKeeper
 
 
 @dataclass
@@ -32,6 +36,7 @@ class WorkerContext:
     blobs: BlobStore
     breaker: BreakerStore
     limits: VendorLimits
+    leases: LeaseKeeper
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -52,8 +57,12 @@ class WorkerContext:
             blobs=LocalBlobStore(settings.image_dir),
             breaker=make_breaker_store(settings, catalogue),
             limits=VendorLimits(breaker_redis(settings.redis_url)),
+            leases=LeaseKeeper(Leases(client, int(settings.lease_s * 1000)),
+                               f"{socket.gethostname()}:{os.getpid()}",
+                               settings.worker_heartbeat_s),
         )
 
     def close(self) -> None:
+        self.leases.stop()
         self.http.close()
         self.redis.close()

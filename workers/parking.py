@@ -16,6 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from storage.models import Job, JobStatus
+from workers.journal import totals
 from workers.router import RouteOutcome
 
 MIN_PARK_MS = 100
@@ -43,13 +44,12 @@ def not_before_ms(outcome: RouteOutcome, retry_at_ms: int | None, limited: bool,
     return max(now_ms + MIN_PARK_MS, min(min(times), deadline_ms))
 
 
-def park_in_database(session: Session, job_id: str, not_before_ms_: int,
-                     attempts_added: int) -> bool:
+def park_in_database(session: Session, job_id: str, not_before_ms_: int) -> bool:
     """Back to ``queued`` with ``not_before``; False if the job was no longer running."""
     changed = session.execute(  # type: ignore[attr-defined]
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.RUNNING.value)
         .values(status=JobStatus.QUEUED.value, not_before=from_epoch_ms(not_before_ms_),
-                attempts_count=Job.attempts_count + attempts_added)
+                **totals())
     ).rowcount
     return bool(changed)

@@ -67,14 +67,20 @@ class AttemptHooks:
 
 
 class CompositeHooks(AttemptHooks):
-    """Several hooks as one: the first veto wins (later ``before`` hooks are not asked)."""
+    """Several hooks as one: the first veto wins (later ``before`` hooks are not asked); a veto
+    or an exception gives back what the earlier hooks took."""
 
     def __init__(self, hooks: Sequence[AttemptHooks]) -> None:
         self.hooks = list(hooks)
 
     def before(self, index: int, model: ModelSpec) -> str | None:
         for k, hook in enumerate(self.hooks):
-            reason = hook.before(index, model)
+            try:
+                reason = hook.before(index, model)
+            except BaseException:
+                for earlier in reversed(self.hooks[:k]):
+                    earlier.released(model)
+                raise
             if reason is not None:
                 for earlier in reversed(self.hooks[:k]):
                     earlier.released(model)

@@ -1,30 +1,48 @@
 """Running one dispatched job: load, mark running, route, store images, record the outcome.
 
-Redelivery is normal with ``acks_late``: a job already terminal is acknowledged and skipped.
-A job that finds no model (all denied or failing) is parked (see ``workers.parking``) until its
-deadline, then fails with ``all_models_unavailable`` and the list of what was tried.
+Redelivery is normal with ``acks_late``: a job already terminal is acknowledged and skipped; a
+message whose dispatch is stale, or whose job another live worker holds, is ignored. A job that
+finds no model (all denied or failing) is parked (see ``workers.parking``) until its deadline,
+then fails with ``all_models_unavailable`` and the list of what was tried.
+
+Crash safety (``workers.journal``, ``workers.results``, ``scheduler.leases``): every call is on
+record before it is made, a paid image is kept before it is recorded, a write that fails because
+the database is unreachable is retried while the job keeps its lease, and a job that cannot be
+loaded goes back to its place in the queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from providers import call as call_provider
-from providers.base import GenerationRequest, GenerationResult
+from providers.base import GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
 from scheduler import telemetry
+from scheduler.outages import DATABASE_ERRORS
 from scheduler.rollup import job_finished
-from storage.blobs import image_key
-from storage.models import TERMINAL_STATUSES, Attempt, Job, JobStatus, utcnow
-from workers import parking
+from storage.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from workers import parking, results
 from workers.admission import Admission, LimitsConfig
 from workers.context import WorkerContext
+from workers.journal import (
+    AttemptJournal,
+    DatabaseUnreachable,
+    PendingTask,
+    start_run,
+    totals,
+    write_attempts,
+)
 from workers.router import AttemptHooks, AttemptRecord, CompositeHooks, RouteOutcome, candidates, walk
 
 log = logging.getLogger(__name__)
@@ -33,39 +51,77 @@ PARKED = "parked"
 
 
 def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) -> str:
-    """Run a job to a terminal state or park it; returns the status it ended in (or why not)."""
-    if dispatch_token is not None and not _is_current(ctx, job_id, dispatch_token):
-        log.info("job %s: stale dispatch %s (the job was requeued since); ignoring it",
-                 job_id, dispatch_token)
-        return "stale"
-    keeps_place = False
+    """Run a job to a terminal state or park it; returns the status it ended in (or why not).
+
+    The job is held under a lease from here until its Redis state is cleared. Whatever ends the
+    run early (a crash, an error nobody expected, a result that could not be recorded) leaves
+    the lease to run out, and the scheduler puts the job back in the queue.
+    """
+    if dispatch_token is not None:
+        if not _is_current(ctx, job_id, dispatch_token):
+            log.info("job %s: stale dispatch %s (the job was requeued since); ignoring it",
+                     job_id, dispatch_token)
+            return "stale"
+        if not ctx.leases.hold(job_id, dispatch_token):
+            log.info("job %s: another worker holds it (a message delivered twice); ignoring it",
+                     job_id)
+            return "duplicate"
+    clear = False  # True once the job's Redis state may be cleared (it ended or is elsewhere)
     try:
-        job = _load(ctx, job_id)
-        if job is None:
-            return "skipped"
-        waiting_ms = _still_parked_ms(job)
-        if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
-            ctx.index.park(job_id, waiting_ms)
-            keeps_place = True
-            return PARKED
-        if not _mark_running(ctx, job_id):
-            return "skipped"
-        outcome, admission = _route(ctx, job)
+        try:
+            started = _start(ctx, job_id)
+        except DATABASE_ERRORS as exc:
+            return _give_back(ctx, job_id, exc)
+        if isinstance(started, str):
+            clear = started != PARKED
+            return started
+        job, pending, stored = started
+        if stored is not None:  # an earlier run was paid and stored the image: record it
+            status = _record_success(ctx, job, stored)
+            clear = True
+            job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)
+            return status
+        try:
+            outcome, admission, row_ids = _route(ctx, job, pending)
+        except DatabaseUnreachable as exc:
+            return _give_back(ctx, job_id, exc)
         now_ms = int(time.time() * 1000)
         deadline_ms = parking.epoch_ms(_deadline(ctx, job))
         if outcome.result is None and not outcome.job_failed and now_ms < deadline_ms:
             not_before_ms = parking.not_before_ms(
                 outcome, admission.retry_at_ms, admission.limited, now_ms,
                 ctx.settings.park_backoff_s, deadline_ms)
-            if _park(ctx, job, outcome, not_before_ms):
-                keeps_place = True
+            if _park(ctx, job, outcome, row_ids, not_before_ms):
                 return PARKED
-        status = _finish(ctx, job, outcome)
+        status = _finish(ctx, job, outcome, row_ids)
+        clear = True
         job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)  # webhooks, batch done
         return status
     finally:
-        if not keeps_place:  # a parked job keeps its remembered place in the queue
-            ctx.index.finished(job_id)
+        ctx.leases.drop(job_id)  # first, so that no renewal re-creates what is cleared next
+        if clear:
+            _clear(ctx, job_id)
+
+
+def _give_back(ctx: WorkerContext, job_id: str, error: BaseException) -> str:
+    """The database is unreachable: the job goes back to its place in the queue, untouched, and
+    the dispatcher holds back for a while."""
+    log.warning("job %s: the database is unreachable (%s); back to its place in the queue",
+                job_id, error)
+    ctx.leases.drop(job_id)
+    try:
+        ctx.index.requeue([job_id])
+        ctx.leases.leases.report_database_unreachable(int(ctx.settings.database_backoff_s * 1000))
+    except redis.RedisError as exc:  # its lease runs out and the scheduler takes it back
+        log.warning("job %s: cannot give it back either (%s); its lease will run out", job_id, exc)
+    return "requeued"
+
+
+def _clear(ctx: WorkerContext, job_id: str) -> None:
+    try:
+        ctx.index.finished(job_id)
+    except redis.RedisError as exc:  # the scheduler clears the entries of ended jobs itself
+        log.warning("job %s ended; cannot clear its queue entries now (%s)", job_id, exc)
 
 
 def _is_current(ctx: WorkerContext, job_id: str, token: int) -> bool:
@@ -76,21 +132,55 @@ def _is_current(ctx: WorkerContext, job_id: str, token: int) -> bool:
         return True
 
 
-def _route(ctx: WorkerContext, job: Job) -> tuple[RouteOutcome, Admission]:
+def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None
+           ) -> tuple[RouteOutcome, Admission, list[int]]:
+    """Resume the vendor task an earlier run left open, else (or if it fails) walk the route.
+    Returns the outcome and the attempt rows of the calls made, in order."""
     request = GenerationRequest(prompt=job.prompt, width=job.width, height=job.height,
                                 n=job.n, quality=job.quality)
     models = candidates(ctx.catalogue, job.route, job.requested_model)
-
-    def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
-        return call_provider(ctx.http, model, req)
-
     admission = Admission(ctx.breaker, ctx.limits, job.id, LimitsConfig(
         ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
         ctx.settings.vendor_rate_window_s))
+    resumed = _resume(ctx, pending, request, admission) if pending is not None else None
+    if resumed is not None and (resumed.result is not None or resumed.job_failed):
+        return resumed, admission, [pending.row_id] if pending else []
+    journal = AttemptJournal(ctx.sessions, job.id, job.n)
+
+    def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
+        return call_provider(ctx.http, model, req, journal.task_hooks(model))
+
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
-    outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks]))
+    outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks, journal]))
     telemetry_hooks.walked()
-    return outcome, admission
+    if resumed is None or pending is None:
+        return outcome, admission, journal.row_ids
+    outcome.attempts[:0] = resumed.attempts
+    return outcome, admission, [pending.row_id, *journal.row_ids]
+
+
+def _resume(ctx: WorkerContext, pending: PendingTask, request: GenerationRequest,
+            admission: Admission) -> RouteOutcome | None:
+    """Poll the task an earlier run submitted (and paid for) instead of submitting again."""
+    model = ctx.catalogue.models.get(pending.model)
+    if model is None:
+        return None
+    log.info("job resumes %s task %s instead of submitting again", model.id, pending.task.task_id)
+    walked = walk([model], request,
+                  lambda m, req: call_provider(ctx.http, m, req, TaskHooks(resume=pending.task)),
+                  _Recorder(admission))
+    return walked
+
+
+class _Recorder(AttemptHooks):
+    """Resuming is not a new call: the breaker learns its outcome, no admission is asked."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+
+    def after(self, model: ModelSpec, outcome: str, latency_s: float,
+              error: ProviderError | None) -> None:
+        self.admission.after(model, outcome, latency_s, error)
 
 
 class TelemetryHooks(AttemptHooks):
@@ -129,12 +219,27 @@ class TelemetryHooks(AttemptHooks):
             log.warning("cannot record latency of %s: %s", model.id, exc)
 
 
-def _load(ctx: WorkerContext, job_id: str) -> Job | None:
-    with ctx.sessions() as session:
+def _start(ctx: WorkerContext, job_id: str
+           ) -> str | tuple[Job, PendingTask | None, results.StoredResult | None]:
+    """Load the job and mark it running; a status instead when there is nothing to run. Also
+    what an earlier, dead run left: a vendor task to resume, or a stored result to record."""
+    with ctx.sessions.begin() as session:
         job = session.scalar(select(Job).where(Job.id == job_id))
-    if job is None:
-        log.warning("job %s does not exist; dropping its task", job_id)
-    return job
+        if job is None:
+            log.warning("job %s does not exist; dropping its task", job_id)
+            return "skipped"
+        if JobStatus(job.status).is_terminal:
+            log.info("job %s is already %s; skipping", job_id, job.status)
+            return "skipped"
+        waiting_ms = _still_parked_ms(job)
+        if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
+            session.rollback()
+            ctx.index.park(job_id, waiting_ms)
+            return PARKED
+        session.execute(update(Job).where(Job.id == job_id).values(
+            status=JobStatus.RUNNING.value, started_at=utcnow()))
+        pending = start_run(session, job_id)
+    return job, pending, results.load(ctx.blobs, job_id)
 
 
 def _still_parked_ms(job: Job) -> int | None:
@@ -145,19 +250,6 @@ def _still_parked_ms(job: Job) -> int | None:
     return not_before_ms if not_before_ms > time.time() * 1000 else None
 
 
-def _mark_running(ctx: WorkerContext, job_id: str) -> bool:
-    with ctx.sessions.begin() as session:
-        changed = session.execute(  # type: ignore[attr-defined]
-            update(Job)
-            .where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED.value,
-                                                     JobStatus.RUNNING.value]))
-            .values(status=JobStatus.RUNNING.value, started_at=utcnow())
-        ).rowcount
-    if not changed:
-        log.info("job %s is already terminal; skipping", job_id)
-    return bool(changed)
-
-
 def _deadline(ctx: WorkerContext, job: Job) -> datetime:
     if job.deadline_at is not None:
         return job.deadline_at
@@ -165,49 +257,55 @@ def _deadline(ctx: WorkerContext, job: Job) -> datetime:
     return created + timedelta(seconds=ctx.settings.job_deadline_s)
 
 
-def _attempt_rows(job_id: str, attempts: list[AttemptRecord]) -> list[Attempt]:
-    return [Attempt(job_id=job_id, model=a.model,
-                    started_at=datetime.fromtimestamp(a.started_at_s, UTC),
-                    latency_ms=a.latency_ms, outcome=a.outcome, http_status=a.http_status,
-                    vendor_request_id=a.request_id, cost_usd=a.cost_usd, message=a.message)
-            for a in attempts]
+def _write(ctx: WorkerContext, job_id: str, what: str,
+           change: Callable[[Session], bool]) -> bool:
+    """One transaction, retried with backoff while the database is unreachable; the job keeps
+    its lease meanwhile (and the dispatcher holds back). Returns what ``change`` returned."""
+    def waiting(state: RetryCallState) -> None:
+        if state.attempt_number == 1:
+            log.warning("job %s: cannot write its %s, the database is unreachable (%s); "
+                        "retrying for up to %.0fs", job_id, what,
+                        state.outcome.exception() if state.outcome else "?",
+                        ctx.settings.database_retry_s)
+        with contextlib.suppress(redis.RedisError):
+            ctx.leases.leases.report_database_unreachable(
+                int(ctx.settings.database_backoff_s * 1000))
+
+    for attempt in Retrying(retry=retry_if_exception_type(DATABASE_ERRORS),
+                            wait=wait_exponential(multiplier=0.1, max=2.0),
+                            stop=stop_after_delay(ctx.settings.database_retry_s),
+                            before_sleep=waiting, reraise=True):
+        with attempt, ctx.sessions.begin() as session:
+            return change(session)
+    raise AssertionError("unreachable")  # pragma: no cover - Retrying returns or raises
 
 
-def _park(ctx: WorkerContext, job: Job, outcome: RouteOutcome, not_before_ms: int) -> bool:
+def _park(ctx: WorkerContext, job: Job, outcome: RouteOutcome, row_ids: list[int],
+          not_before_ms: int) -> bool:
     """Database first (the source of truth), then the index; False if the job was canceled or
     finished meanwhile."""
-    with ctx.sessions.begin() as session:
-        session.add_all(_attempt_rows(job.id, outcome.attempts))
-        parked = parking.park_in_database(session, job.id, not_before_ms, len(outcome.attempts))
+    def change(session: Session) -> bool:
+        write_attempts(session, job.id, outcome.attempts, row_ids)
+        return parking.park_in_database(session, job.id, not_before_ms)
+
+    parked = _write(ctx, job.id, "parking", change)
     if parked:
         ctx.index.park(job.id, not_before_ms)
         log.info("job %s parked until %s: no model available (%s)", job.id,
-                 parking.from_epoch_ms(not_before_ms).isoformat(), _tried(outcome))
+                 parking.from_epoch_ms(not_before_ms).isoformat(), _tried(outcome.attempts))
     return parked
 
 
-def _tried(outcome: RouteOutcome) -> str:
+def _tried(attempts: list[AttemptRecord]) -> str:
     return ", ".join(f"{a.model}: {a.message or a.outcome}" if a.outcome != "success"
-                     else f"{a.model}: success" for a in outcome.attempts)
+                     else f"{a.model}: success" for a in attempts)
 
 
-def _finish(ctx: WorkerContext, job: Job, outcome: RouteOutcome) -> str:
-    images: list[dict[str, object]] = []
-    if outcome.result is not None:
-        for k, image in enumerate(outcome.result.images):
-            key = image_key(job.id, k, image.content_type)
-            ctx.blobs.put(key, image.data)
-            images.append({"key": key, "content_type": image.content_type,
-                           "width": image.width, "height": image.height})
-    values: dict[str, object] = {"finished_at": utcnow(),
-                                 "attempts_count": Job.attempts_count + len(outcome.attempts)}
-    if outcome.result is not None:
-        values |= {
-            "status": JobStatus.SUCCEEDED.value, "served_by": outcome.served_by,
-            "degraded": outcome.served_by != job.requested_model, "images": images,
-            "cost_usd": outcome.result.cost_usd,
-        }
-    elif outcome.job_failed:
+def _finish(ctx: WorkerContext, job: Job, outcome: RouteOutcome, row_ids: list[int]) -> str:
+    if outcome.result is not None:  # paid for: kept in the blob store before anything else
+        return _record_success(ctx, job, results.store(ctx.blobs, job.id, outcome, row_ids))
+    values: dict[str, object] = {"finished_at": utcnow()}
+    if outcome.job_failed:
         error = outcome.error
         assert error is not None
         values |= {"status": JobStatus.FAILED.value, "error_type": error.error_class.value,
@@ -216,16 +314,32 @@ def _finish(ctx: WorkerContext, job: Job, outcome: RouteOutcome) -> str:
         last = outcome.last_failure
         values |= {"status": JobStatus.FAILED.value, "error_type": "all_models_unavailable",
                    "error_message": f"no model on the route served the job before its deadline "
-                                    f"(tried {_tried(outcome)})"
+                                    f"(tried {_tried(outcome.attempts)})"
                                     + (f"; last error: {last.message}" if last else ""),
                    "error_vendor_status": last.vendor_status if last else None}
-    with ctx.sessions.begin() as session:
-        session.add_all(_attempt_rows(job.id, outcome.attempts))
-        session.execute(
-            update(Job).where(Job.id == job.id, Job.status.not_in(TERMINAL_STATUSES))
-            .values(**values)
-        )
+    _record(ctx, job.id, outcome.attempts, row_ids, values)
     return str(values["status"])
+
+
+def _record_success(ctx: WorkerContext, job: Job, stored: results.StoredResult) -> str:
+    _record(ctx, job.id, stored.attempts, stored.row_ids, {
+        "finished_at": utcnow(), "status": JobStatus.SUCCEEDED.value,
+        "served_by": stored.served_by, "degraded": stored.served_by != job.requested_model,
+        "images": stored.images})
+    return JobStatus.SUCCEEDED.value
+
+
+def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_ids: list[int],
+            values: dict[str, object]) -> None:
+    """The job's terminal write: its attempts completed, its status, and its count and cost
+    summed from its attempt rows (so a call lost by a dead run is counted too)."""
+    def change(session: Session) -> bool:
+        write_attempts(session, job_id, attempts, row_ids)
+        session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES))
+                        .values(**values, **totals()))
+        return True
+
+    _write(ctx, job_id, "result", change)
 
 
 __all__ = ["run_job"]

@@ -4,6 +4,8 @@ Retry rules follow BFL's own SDK: a failed SUBMIT is never resubmitted (it may a
 billed; the router moves on instead), while transport errors, 5xx and 429 while POLLING are
 retried with backoff (tenacity), all within the model's ``timeout_s`` from submit to image.
 Only the ``polling_url`` BFL returns is polled: it carries the region that holds the task.
+The task is handed to ``TaskHooks.submitted`` the moment BFL returns it, so that a job whose
+worker dies while polling resumes the same task (``TaskHooks.resume``) instead of paying again.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -27,7 +30,7 @@ from providers.adapters.classify import error_from_response
 from providers.adapters.common import HttpAdapter, api_key_for, option, post_json, success_json
 from providers.adapters.images import download_image
 from providers.adapters.retry_hints import request_id_from
-from providers.base import GenerationRequest, GenerationResult
+from providers.base import GenerationRequest, GenerationResult, TaskHooks, VendorTask
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
 
@@ -58,6 +61,11 @@ def snap_dimension(value: int, low: int, high: int) -> int:
     return max(low_step, min(high_step, math.floor(value / SIZE_STEP + 0.5) * SIZE_STEP))
 
 
+@dataclass(frozen=True)
+class _SubmittedTask(VendorTask):
+    cost: float | None = None  # BFL credits, from the submit answer
+
+
 class BflAdapter(HttpAdapter):
     wire_format = "bfl"
 
@@ -67,32 +75,44 @@ class BflAdapter(HttpAdapter):
     def _generate(
         self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
     ) -> GenerationResult:
+        return self._call(client, model, request, TaskHooks())
+
+    def _call(
+        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest,
+        tasks: TaskHooks,
+    ) -> GenerationResult:
         key = api_key_for(model)
         deadline = time.monotonic() + model.timeout_s
+        task = tasks.resume or self._submit(client, model, request, key, tasks)
+        result = self._wait_until_ready(client, model, task.polling_url, key, deadline,
+                                        task.task_id)
+        sample = result.get("sample") if isinstance(result, dict) else None
+        if not isinstance(sample, str):
+            raise ProviderError(
+                ErrorClass.SERVER_ERROR, f"{model.id}: Ready task without result.sample",
+                request_id=task.task_id,
+            )
+        image = download_image(client, model.id, sample, _remaining_timeout(model, deadline))
+        return GenerationResult(images=[image], request_id=task.task_id,
+                                vendor_cost=task.cost if isinstance(task, _SubmittedTask) else None)
+
+    def _submit(self, client: httpx.Client, model: ModelSpec, request: GenerationRequest,
+                key: str, tasks: TaskHooks) -> VendorTask:
         url = f"{model.base_url.rstrip('/')}/{model.vendor_model}"
         submitted = post_json(client, model, url, self.body(model, request), {"x-key": key})
-        task = success_json(submitted, model, request_id=request_id_from(submitted.headers))
-        task_id = str(task["id"]) if task.get("id") else None
-        polling_url = task.get("polling_url")
+        answer = success_json(submitted, model, request_id=request_id_from(submitted.headers))
+        task_id = str(answer["id"]) if answer.get("id") else None
+        polling_url = answer.get("polling_url")
         if not isinstance(polling_url, str) or not polling_url:
             raise ProviderError(
                 ErrorClass.SERVER_ERROR, f"{model.id}: submit answer has no polling_url",
                 request_id=task_id,
             )
-        result = self._wait_until_ready(client, model, polling_url, key, deadline, task_id)
-        sample = result.get("sample") if isinstance(result, dict) else None
-        if not isinstance(sample, str):
-            raise ProviderError(
-                ErrorClass.SERVER_ERROR, f"{model.id}: Ready task without result.sample",
-                request_id=task_id,
-            )
-        image = download_image(client, model.id, sample, _remaining_timeout(model, deadline))
-        cost = task.get("cost")
-        return GenerationResult(
-            images=[image],
-            request_id=task_id,
-            vendor_cost=float(cost) if isinstance(cost, int | float) else None,
-        )
+        cost = answer.get("cost")
+        task = _SubmittedTask(task_id, polling_url,
+                              float(cost) if isinstance(cost, int | float) else None)
+        tasks.submitted(task)
+        return task
 
     @staticmethod
     def body(model: ModelSpec, request: GenerationRequest) -> dict[str, Any]:

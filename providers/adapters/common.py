@@ -18,7 +18,7 @@ import httpx
 
 from providers.adapters.classify import error_from_response
 from providers.adapters.retry_hints import request_id_from
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
+from providers.base import GeneratedImage, GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
 
@@ -30,10 +30,11 @@ class HttpAdapter(ABC):
     wire_format: ClassVar[str]
 
     def generate(
-        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest
+        self, client: httpx.Client, model: ModelSpec, request: GenerationRequest,
+        tasks: TaskHooks | None = None,
     ) -> GenerationResult:
         try:
-            result = self._generate(client, model, request)
+            result = self._call(client, model, request, tasks or TaskHooks())
         except ProviderError:
             raise
         except httpx.TimeoutException as exc:
@@ -56,6 +57,11 @@ class HttpAdapter(ABC):
                 request_id=result.request_id,
             )
         return replace(result, cost_usd=model.price_per_image_usd * len(result.images))
+
+    def _call(self, client: httpx.Client, model: ModelSpec, request: GenerationRequest,
+              tasks: TaskHooks) -> GenerationResult:
+        """Synchronous wire formats have no task to follow; asynchronous ones override this."""
+        return self._generate(client, model, request)
 
     @abstractmethod
     def _generate(

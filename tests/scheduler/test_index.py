@@ -115,15 +115,6 @@ def test_a_dispatch_token_tells_the_live_dispatch_from_a_stale_one(index: Waitin
     assert not index.is_current_dispatch("j", token)
 
 
-def test_stale_dispatches_are_found_by_age(index: WaitingIndex) -> None:
-    index.push([IndexEntry("old"), IndexEntry("new")])
-    _, token = index.take(1)
-    assert index.stale_dispatches(token - 1) == []
-    assert index.stale_dispatches(token) == ["old"]
-    assert index.requeue(["old", "never-dispatched"]) == 1
-    assert [index.position(j) for j in ("old", "new")] == [0, 1]
-
-
 def test_the_dispatch_counter_counts_jobs_that_left_the_queue(index: WaitingIndex) -> None:
     index.push([IndexEntry(f"j{k}") for k in range(5)])
     before = index.dispatch_count()

@@ -1,0 +1,237 @@
+"""Faults on real processes, measured: the fault suite and ``benchmarks/faults.py`` share this.
+
+A ``FaultLab`` is a private persistent Redis, a throwaway PostgreSQL cluster and the vendor
+simulator; each scenario starts the real API, scheduler and two workers on them (default lease,
+heartbeat and reconcile settings), submits jobs with unique prompts, does something bad to a real
+process, and reads the outcome from the database and the simulator's call log, which stands for
+the vendor's bill. ``FaultResult`` holds what the issue's table asks for.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import redis
+import sqlalchemy
+from sqlalchemy import select
+
+from storage.db import make_engine, migrate
+from storage.models import Attempt, Job, JobStatus
+from tests.conftest import free_port, spawn, stop, wait_http
+from tests.pgcluster import ThrowawayPostgres
+from tests.stack import RunningStack, start_private_redis, start_stack
+
+TERMINAL = {s.value for s in JobStatus if s.is_terminal}
+DEFAULTS = {"IMGQ_WORKER_HEARTBEAT_S": "2.0"}  # start_stack speeds heartbeats up; faults use ours
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout_s: float,
+               poll_s: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting until {what}")
+        time.sleep(poll_s)
+
+
+@dataclass
+class PrivateRedis:
+    """A redis-server of the lab's own that it may stop and start again on the same port."""
+
+    log_dir: Path
+    persist: bool
+    proc: subprocess.Popen[bytes] | None
+    url: str
+
+    @classmethod
+    def start(cls, log_dir: Path, *, persist: bool = True) -> PrivateRedis:
+        proc, url = start_private_redis(log_dir, persist=persist)
+        return cls(log_dir, persist, proc, url)
+
+    @property
+    def port(self) -> int:
+        port = urlparse(self.url).port
+        assert port is not None
+        return port
+
+    def stop(self, exit_timeout_s: float = 10.0) -> None:
+        """SIGTERM, as a service manager does; waits for the process to exit."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=exit_timeout_s)
+            self.proc = None
+
+    def start_again(self) -> None:
+        self.proc, url = start_private_redis(self.log_dir, persist=self.persist, port=self.port)
+        assert url == self.url
+
+    def restart(self) -> None:
+        self.stop()
+        self.start_again()
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+
+
+@dataclass
+class FaultResult:
+    fault: str
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    duplicated: int = 0  # jobs with more than one successful call on record
+    lost: int = 0  # jobs not in a terminal state at the end
+    billed: int = 0  # calls in the simulator's ledger for these jobs
+    recorded: int = 0  # calls on record (attempt rows that are not "skipped")
+    resubmits: int = 0  # asynchronous tasks submitted again for a job
+    heal_s: float | None = None
+    server_errors: int = 0  # HTTP 500s seen by clients, plus tracebacks in the API's log
+    mismatched: list[str] = field(default_factory=list)  # jobs whose record differs from the bill
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def billed_per_job(self) -> float:
+        return self.billed / self.jobs if self.jobs else 0.0
+
+
+class FaultLab:
+    """The long-lived parts: Redis (append-only file), PostgreSQL and the simulator."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root or tempfile.mkdtemp(prefix="imgq-faults-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.redis = PrivateRedis.start(self.root, persist=True)
+        self.postgres = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="imgq-faults-pg-")))
+        self.postgres.start()
+        migrate(self.postgres.url)
+        self.engine = make_engine(self.postgres.url)
+        port = free_port()
+        self.simulator_url = f"http://127.0.0.1:{port}"
+        self.simulator = spawn(
+            [sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1", "--port", str(port),
+             "--profile", "healthy"], log=self.root / "simulator.log")
+        wait_http(f"{self.simulator_url}/_sim/health", proc=self.simulator)
+        self.client = redis.Redis.from_url(self.redis.url)
+        self.http_statuses: Counter[int] = Counter()
+
+    def close(self) -> None:
+        stop(self.simulator)
+        self.engine.dispose()
+        self.client.close()
+        self.redis.close()
+        self.postgres.destroy()
+
+    # --- one scenario's stack ----------------------------------------------------------------
+
+    def stack(self, name: str, env: dict[str, str] | None = None) -> RunningStack:
+        log_dir = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
+        log_dir.mkdir()
+        self.client.flushall()
+        return start_stack(log_dir, database_url=self.postgres.url, redis_url=self.redis.url,
+                           simulator_url=self.simulator_url, image_dir=self.root / "images",
+                           extra_env={**DEFAULTS, **(env or {})}, workers=2, concurrency=4)
+
+    def simulate(self, latency_s: float, models: dict[str, Any] | None = None) -> None:
+        """Every model answers after about ``latency_s``; ``models`` overrides some of them."""
+        httpx.post(f"{self.simulator_url}/_sim/reset", timeout=5).raise_for_status()
+        profile = {"default": {"latency": {"median_s": latency_s, "sigma": 0.05}}, **(models or {})}
+        httpx.put(f"{self.simulator_url}/_sim/profile", json={"models": profile},
+                  timeout=5).raise_for_status()
+
+    def ledger(self, tag: str) -> list[dict[str, Any]]:
+        calls = httpx.get(f"{self.simulator_url}/_sim/calls", timeout=10).json()["calls"]
+        return [c for c in calls if str(c["prompt"]).startswith(tag)]
+
+    def submit(self, client: httpx.Client, tag: str, count: int, **fields: Any) -> list[str]:
+        ids = []
+        for k in range(count):
+            answer = client.post("/v1/jobs", json={"prompt": f"{tag} #{k}", **fields})
+            self.http_statuses[answer.status_code] += 1
+            assert answer.status_code == 202, answer.text
+            ids.append(answer.json()["id"])
+        return ids
+
+    def jobs(self, ids: list[str]) -> dict[str, tuple[str, str]]:
+        """job id -> (status, prompt), read from the database itself (the API may be down)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(Job.id, Job.status, Job.prompt).where(Job.id.in_(ids)))
+            return {r.id: (r.status, r.prompt) for r in rows}
+
+    def attempts(self, ids: list[str]) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(Attempt.job_id, Attempt.model, Attempt.outcome,
+                                            Attempt.vendor_task_url, Attempt.started_at)
+                                     .where(Attempt.job_id.in_(ids))))
+
+    def wait_terminal(self, ids: list[str], timeout_s: float) -> None:
+        def done() -> bool:
+            try:
+                return all(s in TERMINAL for s, _ in self.jobs(ids).values())
+            except sqlalchemy.exc.OperationalError:
+                return False
+        wait_until(done, f"all {len(ids)} jobs end", timeout_s, poll_s=0.2)
+
+    def owners(self) -> dict[str, str]:
+        """job id -> lease owner ("token|host:pid") of every job a worker holds."""
+        raw = self.client.hgetall("imgq:v1:lease:owners")
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def held_by(self, pid: int) -> set[str]:
+        return {j for j, owner in self.owners().items() if owner.endswith(f":{pid}")}
+
+    def result(self, fault: str, stack: RunningStack, ids: list[str], tag: str,
+               heal_s: float | None, async_vendor: str | None = None) -> FaultResult:
+        """Everything the table reports, from the database, the ledger and the API's log."""
+        jobs = self.jobs(ids)
+        attempts = self.attempts(ids)
+        prompts = {job_id: prompt for job_id, (_, prompt) in jobs.items()}
+        billed = Counter(c["prompt"] for c in self.ledger(tag))
+        recorded = Counter(prompts[a.job_id] for a in attempts if a.outcome != "skipped")
+        successes = Counter(a.job_id for a in attempts if a.outcome == "success")
+        async_billed = Counter(c["prompt"] for c in self.ledger(tag) if c["vendor"] == async_vendor)
+        api_log = (stack.log_dir / "api.log").read_text(errors="replace")
+        statuses = Counter(s for s, _ in jobs.values())
+        return FaultResult(
+            fault=fault, jobs=len(ids), succeeded=statuses[JobStatus.SUCCEEDED.value],
+            failed=sum(n for s, n in statuses.items() if s != JobStatus.SUCCEEDED.value
+                       and s in TERMINAL),
+            duplicated=sum(1 for n in successes.values() if n > 1),
+            lost=len(ids) - sum(n for s, n in statuses.items() if s in TERMINAL),
+            billed=sum(billed.values()), recorded=sum(recorded.values()),
+            resubmits=sum(n - 1 for n in async_billed.values() if n > 1),
+            heal_s=heal_s,
+            server_errors=self.http_statuses[500] + api_log.count("Traceback"),
+            mismatched=sorted(p for p in set(billed) | set(recorded) if billed[p] != recorded[p]))
+
+
+def worker_pid(stack: RunningStack, name: str = "worker1") -> int:
+    return stack.procs[name].pid
+
+
+def kill(stack: RunningStack, name: str) -> None:
+    """SIGKILL: no shutdown, no acknowledgement, no cleanup of any kind."""
+    proc = stack.procs.pop(name)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def first_call_after(lab: FaultLab, tag: str, moment_s: float) -> float | None:
+    starts = [c["started_at"] for c in lab.ledger(tag) if c["started_at"] >= moment_s]
+    return min(starts) if starts else None

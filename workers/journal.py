@@ -1,0 +1,126 @@
+"""Every billed call on the record: an attempt row is written before each vendor call.
+
+The row starts as ``in_progress`` with the model's price (the call may be billed from the moment
+it is sent) and is completed in the job's final write. An asynchronous vendor's task is saved the
+moment the vendor returns it, so a reclaimed job resumes polling it instead of submitting again.
+A run that starts finds the rows an earlier, dead run left ``in_progress``: a synchronous call
+becomes ``lost`` (possibly billed, its price kept in the job's cost); a task is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from providers.base import TaskHooks, VendorTask
+from providers.catalogue import ModelSpec
+from scheduler.outages import DATABASE_ERRORS
+from storage.models import Attempt, AttemptOutcome, Job
+from workers.router import SKIPPED, AttemptHooks, AttemptRecord
+
+log = logging.getLogger(__name__)
+
+LOST_MESSAGE = ("the worker running this call stopped before it ended; the vendor may have "
+                "billed it")
+
+
+class DatabaseUnreachable(Exception):
+    """The database cannot be reached: the job goes back to its place, nothing is called."""
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """A vendor task an earlier run submitted and did not see to the end."""
+
+    row_id: int
+    model: str
+    task: VendorTask
+
+
+class AttemptJournal(AttemptHooks):
+    """Writes the ``in_progress`` row of each call right before it is made (the last hook, after
+    the breaker and the vendor limits have said yes)."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, images: int) -> None:
+        self.sessions = sessions
+        self.job_id = job_id
+        self.images = images
+        self.row_ids: list[int] = []  # in call order, as the walk's non-skipped attempts
+        self._current: dict[str, int] = {}
+
+    def before(self, index: int, model: ModelSpec) -> str | None:
+        row = Attempt(job_id=self.job_id, model=model.id, started_at=datetime.now(UTC),
+                      outcome=AttemptOutcome.IN_PROGRESS.value,
+                      cost_usd=model.price_per_image_usd * self.images)
+        try:
+            with self.sessions.begin() as session:
+                session.add(row)
+                session.flush()
+                row_id = row.id
+        except DATABASE_ERRORS as exc:
+            raise DatabaseUnreachable(str(exc)) from exc
+        self.row_ids.append(row_id)
+        self._current[model.id] = row_id
+        return None
+
+    def task_hooks(self, model: ModelSpec) -> TaskHooks:
+        return TaskHooks(submitted=lambda task: self._save_task(model.id, task))
+
+    def _save_task(self, model: str, task: VendorTask) -> None:
+        row_id = self._current.get(model)
+        if row_id is None:
+            return
+        try:
+            with self.sessions.begin() as session:
+                session.execute(update(Attempt).where(Attempt.id == row_id).values(
+                    vendor_task_id=task.task_id, vendor_task_url=task.polling_url,
+                    vendor_request_id=task.task_id))
+        except DATABASE_ERRORS as exc:  # the call goes on; only a crash now would re-submit
+            log.warning("job %s: cannot save the %s task %s (%s)", self.job_id, model,
+                        task.task_id, exc)
+
+
+def start_run(session: Session, job_id: str) -> PendingTask | None:
+    """At the start of a run: calls a dead run left open become ``lost``, except its newest
+    vendor task, which is returned to be resumed."""
+    rows = session.execute(select(Attempt.id, Attempt.model, Attempt.vendor_task_id,
+                                  Attempt.vendor_task_url).where(
+        Attempt.job_id == job_id, Attempt.outcome == AttemptOutcome.IN_PROGRESS.value,
+        Attempt.vendor_task_url.is_not(None),
+    ).order_by(Attempt.id.desc()).limit(1)).all()
+    pending = (PendingTask(rows[0].id, rows[0].model,
+                           VendorTask(rows[0].vendor_task_id, str(rows[0].vendor_task_url)))
+               if rows else None)
+    session.execute(update(Attempt).where(
+        Attempt.job_id == job_id, Attempt.outcome == AttemptOutcome.IN_PROGRESS.value,
+        Attempt.id != (pending.row_id if pending else -1),
+    ).values(outcome=AttemptOutcome.LOST.value, message=LOST_MESSAGE))
+    return pending
+
+
+def write_attempts(session: Session, job_id: str, attempts: list[AttemptRecord],
+                   row_ids: list[int]) -> None:
+    """Complete the rows of the calls made (in order) and add the skipped models' rows."""
+    calls: Iterator[int] = iter(row_ids)
+    for a in attempts:
+        values = dict(model=a.model, started_at=datetime.fromtimestamp(a.started_at_s, UTC),
+                      latency_ms=a.latency_ms, outcome=a.outcome, http_status=a.http_status,
+                      vendor_request_id=a.request_id, cost_usd=a.cost_usd, message=a.message)
+        row_id = None if a.outcome == SKIPPED else next(calls, None)
+        if row_id is None:
+            session.add(Attempt(job_id=job_id, **values))
+        else:
+            session.execute(update(Attempt).where(Attempt.id == row_id).values(**values))
+
+
+def totals() -> dict[str, object]:
+    """The job's attempt count and cost, from its attempt rows (lost calls included)."""
+    count = select(func.count(Attempt.id)).where(Attempt.job_id == Job.id).scalar_subquery()
+    cost = (select(func.coalesce(func.sum(Attempt.cost_usd), 0.0))
+            .where(Attempt.job_id == Job.id).scalar_subquery())
+    return {"attempts_count": count, "cost_usd": cost}

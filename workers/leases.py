@@ -1,0 +1,72 @@
+"""The jobs a worker process holds, and the thread that renews their leases.
+
+A job is held from the moment its message is received until its run has ended and its Redis
+state is cleared; ``drop`` waits for a renewal in progress, so a renewal can never re-create the
+lease of a job that has just finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from scheduler.leases import Leases
+from scheduler.outages import OutageLog
+
+log = logging.getLogger(__name__)
+
+
+class LeaseKeeper:
+    def __init__(self, leases: Leases, worker_id: str, period_s: float) -> None:
+        self.leases = leases
+        self.worker_id = worker_id
+        self.period_s = period_s
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.outages = OutageLog("lease renewal", log)
+
+    def hold(self, job_id: str, token: int) -> bool:
+        """Take the job's lease; False if another live worker or a newer dispatch has it."""
+        with self._lock:
+            try:
+                ours = self.leases.hold(self.worker_id, [(job_id, token)])[0]
+            except redis.RedisError as exc:  # run it (at least once); renewals retry the lease
+                log.warning("job %s: cannot take its lease (%s); running it anyway", job_id, exc)
+                ours = True
+            if ours:
+                self._held[job_id] = token
+            return ours
+
+    def drop(self, job_id: str) -> None:
+        with self._lock:
+            self._held.pop(job_id, None)
+
+    def renew(self) -> list[str]:
+        """Renew every held lease; returns the jobs that are no longer ours (and forgets them)."""
+        with self._lock:
+            jobs = list(self._held.items())
+            flags = self.leases.hold(self.worker_id, jobs)
+            lost = [job_id for (job_id, _), ours in zip(jobs, flags, strict=True) if not ours]
+            for job_id in lost:
+                self._held.pop(job_id, None)
+        for job_id in lost:
+            log.warning("job %s: its lease was taken back by the scheduler (this worker missed "
+                        "its renewals); the run goes on, the first result written wins", job_id)
+        return lost
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="imgq-leases", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            with self.outages.guard(self._stop, uses=("redis",)):
+                self.renew()
