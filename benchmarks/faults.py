@@ -12,8 +12,8 @@ simulator's call log is read as the vendor's bill. Columns:
 - dup: jobs with two successful calls on record; lost: jobs that never ended;
 - billed/job: calls in the vendor's bill per job; on record: whether the calls on record equal
   the bill, job by job; resubmits: BFL tasks submitted twice for one job;
-- heal s: kill -> the killed worker's jobs run elsewhere (polling: -> every job ended);
-  PostgreSQL / Redis back (or flushed) -> the next vendor call starts.
+- heal s: kill -> the killed worker's jobs run on another worker; PostgreSQL / Redis back (or
+  flushed) -> the next vendor call starts.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ class PrivateRedis:
         """SIGTERM, as a service manager does; waits for the process to exit."""
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=exit_timeout_s)
+            code = self.proc.wait(timeout=exit_timeout_s)
+            assert code == 0, (self.log_dir / "redis.log").read_text()  # a clean shutdown
             self.proc = None
 
     def start_again(self) -> None:
@@ -139,6 +141,19 @@ class FaultLab:
         self.postgres.destroy()
 
     # --- one scenario's stack ----------------------------------------------------------------
+
+    @contextmanager
+    def scenario(self, name: str, latency_s: float, env: dict[str, str] | None = None,
+                 models: dict[str, Any] | None = None) -> Iterator[Scenario]:
+        """A fresh stack on an emptied Redis, a tenant, prompts tagged for this run; the stack
+        stops afterwards whatever happened."""
+        self.simulate(latency_s, models)
+        stack = self.stack(name, env)
+        try:
+            key = stack.new_tenant(f"faults-{uuid.uuid4().hex[:8]}")
+            yield Scenario(self, stack, key, f"{name} {uuid.uuid4().hex[:8]}")
+        finally:
+            stack.stop_all()
 
     def stack(self, name: str, env: dict[str, str] | None = None) -> RunningStack:
         log_dir = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
@@ -219,6 +234,28 @@ class FaultLab:
             heal_s=heal_s,
             server_errors=self.http_statuses[500] + api_log.count("Traceback"),
             mismatched=sorted(p for p in set(billed) | set(recorded) if billed[p] != recorded[p]))
+
+
+@dataclass
+class Scenario:
+    lab: FaultLab
+    stack: RunningStack
+    key: str
+    tag: str  # every prompt starts with it: the ledger's rows for this run
+
+    def client(self) -> httpx.Client:
+        return self.stack.client(self.key)
+
+    def submit(self, count: int, prefix: str = "", **fields: Any) -> list[str]:
+        with self.client() as client:
+            return self.lab.submit(client, f"{self.tag}{prefix}", count, **fields)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return self.lab.ledger(self.tag)
+
+    def result(self, fault: str, ids: list[str], heal_s: float | None,
+               async_vendor: str | None = None) -> FaultResult:
+        return self.lab.result(fault, self.stack, ids, self.tag, heal_s, async_vendor)
 
 
 def worker_pid(stack: RunningStack, name: str = "worker1") -> int:

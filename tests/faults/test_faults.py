@@ -57,6 +57,7 @@ def test_a_worker_killed_while_polling_bfl_is_resumed_without_a_second_submit(
     assert_nothing_lost(result)
     assert result.resubmits == 0, result
     assert result.billed == result.jobs, result
+    assert result.heal_s is not None and result.heal_s <= WORKER_KILL_HEAL_S, result
 
 
 def test_postgresql_down_loses_no_result_and_dispatch_resumes_within_5s(lab: FaultLab) -> None:

@@ -10,12 +10,8 @@ breaker is driven through the store the workers use (``make_breaker_store``), Lu
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
@@ -23,43 +19,12 @@ from breaker import BreakerState, BreakerStore, ModelHealth, Outcome, RedisBreak
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
 from scheduler.health import make_breaker_store
-from tests.conftest import _missing, stop
-from tests.stack import start_private_redis
+from tests.conftest import _missing
+from tests.faults.harness import PrivateRedis
 
 MODEL = "gemini-3-pro-image-preview"
 MINIMUM_CALLS = 5
 OPEN_DURATION_S = 600.0  # far longer than the test: an OPEN read afterwards is the stored one
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of the test's own that it may restart on the same port and directory."""
-
-    log_dir: Path
-    persist: bool
-    proc: subprocess.Popen[bytes]
-    url: str
-
-    @classmethod
-    def start(cls, log_dir: Path, *, persist: bool) -> PrivateRedis:
-        proc, url = start_private_redis(log_dir, persist=persist)
-        return cls(log_dir, persist, proc, url)
-
-    @property
-    def port(self) -> int:
-        port = urlparse(self.url).port
-        assert port is not None
-        return port
-
-    def restart(self, exit_timeout_s: float = 10.0) -> None:
-        """SIGTERM, wait for the process to exit, start again; returns once the new one answers."""
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=exit_timeout_s) == 0, (self.log_dir / "redis.log").read_text()
-        self.proc, url = start_private_redis(self.log_dir, persist=self.persist, port=self.port)
-        assert url == self.url
-
-    def stop(self) -> None:
-        stop(self.proc)
 
 
 @pytest.fixture()
@@ -69,7 +34,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRe
         _missing("redis-server", "install it (apt-get install redis-server)")
     running = PrivateRedis.start(tmp_path, persist=request.param)
     yield running
-    running.stop()
+    running.close()
 
 
 def breaker_store(redis_url: str) -> BreakerStore:
