@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
-from api.routes import admin, batches, events, jobs, ops
+from api import bodies, errors, ratelimit
+from api.routes import admin, batches, events, jobs, limits, ops
 from api.services import Services
 from imagequeue.settings import Settings
 
@@ -29,10 +29,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app, retry_after_s=settings.retry_after_s)
+    bodies.install(app)
     app.include_router(ops.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
     app.include_router(admin.router)
+    app.include_router(limits.router)
+    ratelimit.install(app)  # requests per minute per tenant; 429s of every tenant limit
     app.state.streams = events.StreamCounter()
     batches.install(app)
     return app

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
+from scheduler.quotas import TenantLimits
 from storage.models import Tenant
 from storage.tenants import tenant_for_api_key
 
@@ -32,6 +33,8 @@ def tenant(
         found = tenant_for_api_key(session, credentials.credentials)
     if found is None:
         raise HTTPException(401, "invalid API key", headers=challenge)
+    svc = services(request)  # every request of a tenant counts against its requests per minute
+    svc.rate.check(request, found.id, TenantLimits.resolve(found, svc.limit_defaults).rpm)
     return found
 
 

@@ -4,13 +4,18 @@
 
 The database or Redis unreachable (``scheduler.outages.dependency_of``) is a 503 of type
 ``unavailable`` with a ``Retry-After`` header, from every endpoint; anything else unexpected is a
-500 of type ``internal_error`` (its traceback logged), never a plain-text page. A stream already
-under way cannot change its status: it ends with ``stream_error``'s body instead.
+500 of type ``internal_error``, never a plain-text page: its traceback is logged with the request
+id, which the body carries as ``error.request_id`` (every response has it as ``X-Request-Id``,
+``api/request_ids.py``). A stream already under way cannot change its status: it ends with
+``stream_error``'s body instead. A message may echo what the client sent: the body is written so
+that even a lone surrogate in it comes out as valid JSON (a ``\\uXXXX`` escape).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
 from typing import Any
@@ -20,7 +25,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.request_ids import HEADER, RequestIdMiddleware, new_request_id, request_id_of
 from scheduler.errors import Conflict, InvalidJob, NotFound
+from scheduler.job_spec import InvalidFields
 from scheduler.outages import DATABASE_ERRORS, DEPENDENCY_ERRORS, REDIS_ERRORS, dependency_of
 
 log = logging.getLogger("api")
@@ -33,10 +40,35 @@ def error_body(type_: str, message: str,
     return {"error": {"type": type_, "message": message, "details": details or []}}
 
 
+class ErrorJSONResponse(JSONResponse):
+    """JSON that cannot fail to encode: a lone surrogate an error message echoes is written as
+    its ``\\uXXXX`` escape instead of raising UnicodeEncodeError."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode("utf-8", "backslashreplace")
+
+
 def error_response(status: int, type_: str, message: str,
                    details: list[dict[str, Any]] | None = None,
                    headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(type_, message, details), status_code=status, headers=headers)
+    return ErrorJSONResponse(error_body(type_, message, details), status_code=status,
+                             headers=headers)
+
+
+def internal_error_response(request: Request, exc: BaseException,
+                            retry_after_s: int) -> JSONResponse:
+    """The answer to an unexpected exception: a 503 if it is an outage, else a 500 whose body and
+    ``X-Request-Id`` carry the id its traceback is logged with."""
+    dependency = dependency_of(exc)
+    if dependency is not None:  # an outage raised outside the routes (a middleware, say)
+        return unavailable_response(dependency, retry_after_s)
+    request_id = request_id_of(request) or new_request_id()
+    log.error("request %s (%s %s) failed: %s", request_id, request.method, request.url.path,
+              describe(exc), exc_info=exc)
+    body = error_body("internal_error", f"{INTERNAL_MESSAGE} (request id {request_id})")
+    body["error"]["request_id"] = request_id
+    return ErrorJSONResponse(body, status_code=500, headers={HEADER: request_id})
 
 
 def unavailable_message(dependency: str, retry_after_s: int) -> str:
@@ -99,17 +131,25 @@ def _field(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return ".".join(parts) or None
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the schema documents for the request's path: Starlette's own 405 names only
+    the route it tried, and FastAPI makes one route per method."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI, retry_after_s: int = 5) -> None:
     def _where(request: Request) -> str:
         return f"{request.method} {request.url.path}"
 
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        """Anything else; ServerErrorMiddleware calls this, then re-raises (uvicorn logs the
-        traceback)."""
-        dependency = dependency_of(exc)
-        if dependency is not None:  # an outage raised outside the routes (a middleware, say)
-            return unavailable_response(dependency, retry_after_s)
-        return error_response(500, "internal_error", INTERNAL_MESSAGE)
+        """Anything else. RequestIdMiddleware calls this for the app and the routes; an error
+        outside it reaches ServerErrorMiddleware, which calls this too, then re-raises."""
+        return internal_error_response(request, exc, retry_after_s)
 
     async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
         dependency = dependency_of(exc)
@@ -119,6 +159,7 @@ def install(app: FastAPI, retry_after_s: int = 5) -> None:
         return unavailable_response(dependency, retry_after_s)
 
     app.add_exception_handler(Exception, _internal)
+    app.add_middleware(RequestIdMiddleware, on_error=_internal)
     # Handlers for these classes run in ExceptionMiddleware, around every route, its
     # dependencies (the tenant lookup reads the database) and sync route functions alike.
     for error_class in dict.fromkeys(DEPENDENCY_ERRORS):
@@ -147,6 +188,11 @@ def install(app: FastAPI, retry_after_s: int = 5) -> None:
         return error_response(422, "invalid_request", f"{exc.field}: {exc.message}",
                               [{"field": exc.field, "message": exc.message}])
 
+    @app.exception_handler(InvalidFields)
+    async def _invalid_fields(_: Request, exc: InvalidFields) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc),
+                              [{"field": f, "message": m} for f, m in exc.problems])
+
     @app.exception_handler(NotFound)
     async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
         return error_response(404, "not_found", str(exc))
@@ -156,10 +202,12 @@ def install(app: FastAPI, retry_after_s: int = 5) -> None:
         return error_response(409, "conflict", str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = {401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 503: "unavailable"}.get(exc.status_code, "error")
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 503:
             headers.setdefault("Retry-After", str(retry_after_s))
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return error_response(exc.status_code, type_, str(exc.detail), headers=headers or None)

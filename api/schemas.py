@@ -5,42 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 
-from scheduler.jsonl import parse_size
-
-
-class JobCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    prompt: str = Field(description="What to draw.", examples=["A red fox in snow, watercolor"])
-    size: str = Field(default="1024x1024", description="WIDTHxHEIGHT in pixels.")
-    n: int = Field(default=1, ge=1, description="Number of images.")
-    quality: Literal["low", "medium", "high", "auto"] | None = None
-    model: str | None = Field(default=None, description="Pin one model (no fallback).")
-    route: str | None = Field(default=None, description="A named route; `default` when omitted.")
-    priority: int = Field(default=0, ge=-10, le=10, description="Higher runs earlier in its lane.")
-    metadata: dict[str, Any] = Field(default_factory=dict, max_length=32)
-    webhook_url: str | None = Field(default=None, description="POSTed (signed) when the job ends.")
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("prompt must not be empty")
-        return value
-
-    @field_validator("size")
-    @classmethod
-    def _size_valid(cls, value: str) -> str:
-        parse_size(value)
-        return value
-
-    @model_validator(mode="after")
-    def _model_or_route(self) -> JobCreate:
-        if self.model is not None and self.route is not None:
-            raise ValueError("give either model (pinned) or route, not both")
-        return self
+# The one definition of a valid job (and so the OpenAPI schema of POST /v1/jobs' body).
+from scheduler.job_spec import JobCreate as JobCreate
 
 
 class ErrorBody(BaseModel):
@@ -110,6 +78,9 @@ class ApiError(BaseModel):
     type: str
     message: str
     details: list[ApiErrorDetail] = []
+    request_id: str | None = Field(
+        default=None, description="On a 500: the id the server logged it under (also the "
+                                  "`X-Request-Id` header of every response).")
 
 
 class ApiErrorResponse(BaseModel):

@@ -10,12 +10,14 @@ from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.ratelimit import RequestRate
 from breaker import BreakerStore
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
 from scheduler.health import make_breaker_store
 from scheduler.index import WaitingIndex
 from scheduler.queue import JobQueue
+from scheduler.quotas import LimitDefaults, TenantCounters
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
 
@@ -42,6 +44,9 @@ class Services:
     queue: JobQueue
     blobs: BlobStore
     breakers: BreakerStore
+    limit_defaults: LimitDefaults
+    counters: TenantCounters
+    rate: RequestRate
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -51,10 +56,13 @@ class Services:
         catalogue = load_catalogue(settings.catalogue_path)
         if settings.simulator_url:
             catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
+        defaults = LimitDefaults.from_settings(settings)
+        counters = TenantCounters(client, defaults)
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,
-                         job_deadline_s=settings.job_deadline_s)
+                         job_deadline_s=settings.job_deadline_s, counters=counters)
         return cls(settings, engine, sessions, client, catalogue, queue,
-                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue))
+                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue),
+                   defaults, counters, RequestRate(client))
 
     def close(self) -> None:
         self.redis.close()

@@ -14,6 +14,7 @@ import httpx
 LOCAL_KEY_FILE = Path("var/local-api-key")
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 TERMINAL = {"succeeded", "failed", "canceled", "expired"}
+RATE_LIMIT_RETRIES = 5  # a 429 rate_limited is waited out (its Retry-After, at most a minute)
 
 
 class ApiClientError(Exception):
@@ -44,14 +45,23 @@ class ApiClient:
             raise ApiClientError(f"HTTP {response.status_code}: {message}")
         return response.json()
 
+    def request(self, method: str, url: str, **options: Any) -> httpx.Response:
+        """One call; over the tenant's requests per minute, wait as the API says and retry."""
+        for _ in range(RATE_LIMIT_RETRIES):
+            response = self.http.request(method, url, **options)
+            if response.status_code != 429 or not _rate_limited(response):
+                return response
+            time.sleep(min(60.0, float(response.headers.get("Retry-After") or 1)))
+        return response
+
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._check(self.http.post("/v1/jobs", json=body))  # type: ignore[no-any-return]
+        return self._check(self.request("POST", "/v1/jobs", json=body))  # type: ignore[no-any-return]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}"))  # type: ignore[no-any-return]
+        return self._check(self.request("GET", f"/v1/jobs/{job_id}"))  # type: ignore[no-any-return]
 
     def image(self, url: str) -> bytes:
-        response = self.http.get(url)
+        response = self.request("GET", url)
         if response.is_error:
             raise ApiClientError(f"HTTP {response.status_code} fetching {url}")
         return response.content
@@ -78,3 +88,10 @@ class ApiClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _rate_limited(response: httpx.Response) -> bool:
+    try:
+        return bool(response.json()["error"]["type"] == "rate_limited")
+    except (ValueError, KeyError, TypeError):
+        return False

@@ -45,6 +45,7 @@ OUTPUT_DIR = Path("var/demo")
 DEMO_BREAKER_ENV = {
     "IMGQ_BREAKER_OPEN_DURATION_S": "8",  # the field guide's 300 s would outlast the demo
     "IMGQ_BREAKER_WINDOW_S": "30",
+    "IMGQ_TENANT_RPM": "0",  # the demo polls every job three times a second
 }
 POLL_S = 0.3
 ARRIVAL_INTERVAL_S = 2.0

@@ -120,6 +120,7 @@ def scheduler() -> None:
     from breaker import VendorLimits, breaker_redis
     from scheduler.dispatcher import Dispatcher, make_sender
     from scheduler.publisher import SnapshotPublisher, WorkerLimits
+    from scheduler.quotas import LimitDefaults
     from storage.db import make_engine, make_sessionmaker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -136,7 +137,9 @@ def scheduler() -> None:
         buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
         reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s,
         job_lease_ms=int(settings.lease_s * 1000),
-        limits=VendorLimits(breaker_redis(settings.redis_url)), models=tuple(catalogue.models))
+        limits=VendorLimits(breaker_redis(settings.redis_url)), models=tuple(catalogue.models),
+        tenant_defaults=LimitDefaults.from_settings(settings),
+        limits_refresh_s=settings.tenant_limits_refresh_s, scan_limit=settings.dispatch_scan_limit)
     publisher = SnapshotPublisher(
         redis.Redis.from_url(settings.redis_url),
         make_sessionmaker(make_engine(settings.database_url)),
@@ -197,26 +200,133 @@ def migrate() -> None:
     console.print(f"schema is up to date at {settings.database_url}")
 
 
+LIMIT_HELP = "0 = no limit; `default` = the IMGQ_TENANT_* default"
+Rpm = Annotated[str | None, typer.Option("--rpm", help=f"Requests per minute ({LIMIT_HELP}).")]
+MaxQueued = Annotated[str | None, typer.Option(
+    "--max-queued", help=f"Jobs waiting or running at once ({LIMIT_HELP}).")]
+MaxRunning = Annotated[str | None, typer.Option(
+    "--max-running", help=f"Jobs running at once, its share of the worker slots ({LIMIT_HELP}).")]
+BudgetUsd = Annotated[str | None, typer.Option(
+    "--budget-usd", help=f"Spend per budget period in USD ({LIMIT_HELP}).")]
+BudgetPeriod = Annotated[str | None, typer.Option(
+    "--budget-period", help="day or month (UTC); `default` = IMGQ_TENANT_BUDGET_PERIOD.")]
+
+
+def _limit_options(rpm: str | None, max_queued: str | None, max_running: str | None,
+                   budget_usd: str | None, budget_period: str | None) -> dict[str, Any]:
+    """The limits given on the command line: column -> value, None for `default`."""
+    given = {"rpm": (rpm, int), "max_queued": (max_queued, int), "max_running": (max_running, int),
+             "budget_usd": (budget_usd, float), "budget_period": (budget_period, str)}
+    changes: dict[str, Any] = {}
+    for column, (text, kind) in given.items():
+        if text is None:
+            continue
+        option = "--" + column.replace("_", "-")
+        if text.strip().lower() == "default":
+            changes[column] = None
+            continue
+        try:
+            value = kind(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number (or `default`)",
+                                     param_hint=option) from None
+        if kind is str and value not in ("day", "month"):
+            raise typer.BadParameter("give day, month or default", param_hint=option)
+        if kind is not str and value < 0:
+            raise typer.BadParameter("give 0 (no limit) or more, or default", param_hint=option)
+        changes[column] = value
+    return changes
+
+
+def _print_limits(tenant: Any, settings: Any) -> None:
+    from scheduler.quotas import LimitDefaults, TenantLimits
+
+    limits = TenantLimits.resolve(tenant, LimitDefaults.from_settings(settings))
+
+    def shown(column: str, value: Any, unit: str = "") -> str:
+        origin = "default" if getattr(tenant, column) is None else "own"
+        text = "no limit" if value in (0, None) else f"{value}{unit}"
+        return f"{column} {text} ({origin})"
+
+    budget = None if limits.budget_usd is None else f"{limits.budget_usd:g}"
+    console.print("limits: " + ", ".join([
+        shown("rpm", limits.rpm, "/min"), shown("max_queued", limits.max_queued),
+        shown("max_running", limits.max_running),
+        shown("budget_usd", budget and f"${budget}", f" per {limits.budget_period}"),
+        shown("budget_period", limits.budget_period)]), soft_wrap=True)
+
+
+def _publish_running_cap(settings: Any, tenant: Any) -> None:
+    """The dispatcher reloads caps every IMGQ_TENANT_LIMITS_REFRESH_S; this makes it at once."""
+    import redis
+
+    from scheduler.quotas import set_running_cap
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        set_running_cap(client, tenant.id, tenant.max_running)
+    except redis.RedisError:
+        console.print(f"(Redis is unreachable: the dispatcher applies max_running within "
+                      f"{settings.tenant_limits_refresh_s:g} s of reaching it)")
+    finally:
+        client.close()
+
+
 @tenant_app.command("create")
-def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name.")]) -> None:
-    """Create a tenant and print its API key (shown once; only a hash is stored)."""
+def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name.")],
+                  rpm: Rpm = None, max_queued: MaxQueued = None, max_running: MaxRunning = None,
+                  budget_usd: BudgetUsd = None, budget_period: BudgetPeriod = None) -> None:
+    """Create a tenant and print its API key (shown once; only a hash is stored). Limits not
+    given follow the IMGQ_TENANT_* defaults; change them later with `imgq tenant set`."""
     from sqlalchemy.exc import IntegrityError
 
     from storage.db import make_engine, make_sessionmaker
     from storage.db import migrate as run_migrations
     from storage.tenants import create_tenant
 
+    limits = _limit_options(rpm, max_queued, max_running, budget_usd, budget_period)
     settings = settings_or_exit()
     run_migrations(settings.database_url)
     sessions = make_sessionmaker(make_engine(settings.database_url))
     try:
         with sessions.begin() as session:
-            tenant, key = create_tenant(session, name)
+            tenant, key = create_tenant(session, name, **limits)
     except IntegrityError:
         console.print(f"[red]a tenant named {name!r} already exists[/]")
         raise typer.Exit(1) from None
+    if tenant.max_running is not None:
+        _publish_running_cap(settings, tenant)
     console.print(f"tenant {tenant.id} ({name})")
+    _print_limits(tenant, settings)
     typer.echo(key)
+
+
+@tenant_app.command("set")
+def tenant_set(name: Annotated[str, typer.Argument(help="The tenant's name.")],
+               rpm: Rpm = None, max_queued: MaxQueued = None, max_running: MaxRunning = None,
+               budget_usd: BudgetUsd = None, budget_period: BudgetPeriod = None) -> None:
+    """Change a tenant's limits (only those given; `default` puts one back to the
+    IMGQ_TENANT_* default) and print the limits in force. The API applies them to the next
+    request; the dispatcher applies max_running at once (or within
+    IMGQ_TENANT_LIMITS_REFRESH_S)."""
+    from storage.db import make_engine, make_sessionmaker
+    from storage.db import migrate as run_migrations
+    from storage.tenants import set_limits, tenant_by_name
+
+    limits = _limit_options(rpm, max_queued, max_running, budget_usd, budget_period)
+    settings = settings_or_exit()
+    run_migrations(settings.database_url)
+    sessions = make_sessionmaker(make_engine(settings.database_url))
+    with sessions.begin() as session:
+        tenant = tenant_by_name(session, name)
+        if tenant is None:
+            console.print(f"[red]no tenant named {name!r}[/] (create it with `imgq tenant create`)")
+            raise typer.Exit(1)
+        set_limits(tenant, limits)
+    if "max_running" in limits:
+        _publish_running_cap(settings, tenant)
+    console.print(f"tenant {tenant.id} ({name})" + ("" if limits else ": nothing changed"))
+    _print_limits(tenant, settings)
 
 
 @app.command()

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
 
     max_prompt_chars: int = Field(default=4000, ge=1)
     max_images_per_job: int = Field(default=4, ge=1)
+    max_metadata_depth: int = Field(
+        default=8, ge=1, description="Levels of nesting a job's metadata may have (the object "
+                                     "itself is level 1).")
+    max_metadata_bytes: int = Field(
+        default=16 * 1024, ge=2, description="Bytes a job's metadata may take as compact JSON.")
     admin_token: str | None = None
 
     max_batch_lines: int = Field(default=50_000, ge=1, description="Lines in one batch upload.")
@@ -124,3 +129,33 @@ class Settings(BaseSettings):
         default=5.0, gt=0,
         description="How long a job waits before another walk when its models failed but none "
                     "is denied with a known end.")
+
+    # Per-tenant limits: the defaults of tenants whose own column is NULL (`imgq tenant set`).
+    tenant_rpm: int = Field(
+        default=600, ge=0,
+        description="Requests per minute a tenant may send the API (moving window; 0 = no limit).")
+    tenant_max_queued: int = Field(
+        default=100_000, ge=0,
+        description="Jobs a tenant may have accepted and not finished (waiting or running) at "
+                    "once; a batch that would go over is refused whole (0 = no limit).")
+    tenant_max_running: int = Field(
+        default=0, ge=0,
+        description="Jobs of one tenant in flight at once, its share of the worker slots; the "
+                    "dispatcher passes over its jobs while it is at the cap (0 = no cap).")
+    tenant_budget_usd: float | None = Field(
+        default=None, ge=0,
+        description="Spend per budget period (estimated at submit, settled at finish); over it, "
+                    "new jobs are refused (unset or 0 = no budget).")
+    tenant_budget_period: Literal["day", "month"] = Field(
+        default="month", description="The budget's period, a UTC day or calendar month.")
+    tenant_queued_retry_after_s: int = Field(
+        default=10, ge=1,
+        description="The Retry-After of a 429 quota_exceeded (room frees as jobs finish).")
+    tenant_limits_refresh_s: float = Field(
+        default=5.0, gt=0,
+        description="How often the dispatcher reloads the tenants' max_running caps from the "
+                    "database (`imgq tenant` also writes them to Redis at once).")
+    dispatch_scan_limit: int = Field(
+        default=5000, ge=1,
+        description="Waiting jobs one dispatch looks through to pass over those of tenants at "
+                    "their max_running cap.")

@@ -25,10 +25,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from scheduler import rollup
 from scheduler.errors import InvalidJob, NotFound, QueueError
 from scheduler.idempotency import find_previous
+from scheduler.ids import possible_id, shown_id
 from scheduler.index import IndexEntry
 from scheduler.jsonl import BatchLimits, JobLine, LineError, numbered_lines, parse_line
 from scheduler.outages import DATABASE_ERRORS
 from scheduler.queue import JobQueue, JobRequest
+from scheduler.quotas import Reservation
 from storage.models import Batch, Job, JobStatus, WebhookDelivery, new_id, utcnow
 
 BULK_LANE = "bulk"
@@ -90,6 +92,7 @@ class ResultRow:
     error_type: str | None
     error_message: str | None
     cost_usd: float
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class Batches:
@@ -116,7 +119,8 @@ class Batches:
             if previous is not None:
                 return Submitted(previous, False, [])
         try:
-            submitted = self._write(tenant_id, source, options, idempotency_key, request_hash)
+            submitted = self._write_counted(tenant_id, source, options, idempotency_key,
+                                            request_hash)
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -134,8 +138,20 @@ class Batches:
                         type(exc).__name__, exc)
         return submitted
 
+    def _write_counted(self, tenant_id: str, source: IO[bytes], options: BatchOptions,
+                       idempotency_key: str | None, request_hash: str | None) -> Submitted:
+        """``_write``, giving back what the tenant's limits counted if it is not committed."""
+        held: list[Reservation] = []
+        try:
+            return self._write(tenant_id, source, options, idempotency_key, request_hash, held)
+        except BaseException:
+            for reservation in held:
+                self.queue.release(reservation)
+            raise
+
     def _write(self, tenant_id: str, source: IO[bytes], options: BatchOptions,
-               idempotency_key: str | None, request_hash: str | None) -> Submitted:
+               idempotency_key: str | None, request_hash: str | None,
+               held: list[Reservation] | None = None) -> Submitted:
         if options.model is not None and options.route is not None:
             raise InvalidJob("model", "give either model (pinned) or route, not both")
         if options.model is not None or options.route is not None:
@@ -149,6 +165,7 @@ class Batches:
         rows: list[dict[str, Any]] = []
         errors: list[LineError] = []
         bad_lines = queued = 0
+        estimate_usd = 0.0  # reserved from the tenant's budget
         seen: set[str] = set()
         with self.sessions.begin() as session:
             session.add(batch)
@@ -161,7 +178,9 @@ class Batches:
                     continue
                 if bad_lines and not options.allow_partial:
                     continue  # keep validating to report every bad line, but write nothing
-                rows.append(self._row(batch, checked, queued, now))
+                # batch_index is the input line number: results and rejects count alike.
+                rows.append(self._row(batch, checked, checked.line.line, now))
+                estimate_usd += rows[-1]["estimated_cost_usd"]
                 queued += 1
                 if len(rows) >= self.chunk_rows:
                     session.execute(insert(Job), rows)
@@ -175,6 +194,10 @@ class Batches:
                                    errors or [LineError(1, None, "the file is empty: send one "
                                                                  "JSON object per line")],
                                    max(bad_lines, 1))
+            # The tenant's max_queued and budget: the whole batch, or nothing (a 429).
+            reservation = self.queue.admit(tenant_id, queued, estimate_usd, now)
+            if reservation is not None and held is not None:
+                held.append(reservation)
             if rows:
                 session.execute(insert(Job), rows)
             batch.total = queued
@@ -226,10 +249,11 @@ class Batches:
             "batch_index": batch_index, "custom_id": line.custom_id, "prompt": line.prompt,
             "width": line.width, "height": line.height, "n": line.n, "quality": line.quality,
             "route": checked.route, "requested_model": checked.requested_model,
-            "lane": BULK_LANE, "priority": 0, "metadata": line.metadata,
+            "lane": BULK_LANE, "priority": 0, "metadata_": line.metadata,
             "status": JobStatus.QUEUED.value, "created_at": now,
             "deadline_at": now + timedelta(seconds=self.job_deadline_s), "images": [],
             "attempts_count": 0, "degraded": False, "cost_usd": 0.0,
+            "estimated_cost_usd": self.queue.estimate_usd(checked.requested_model, line.n),
         }
 
     def _index(self, batch: Batch) -> None:
@@ -300,6 +324,8 @@ class Batches:
         return [self.get(tenant_id, i) for i in ids[:limit]], len(ids) > limit
 
     def _batch(self, tenant_id: str, batch_id: str) -> Batch:
+        if not possible_id(batch_id):  # never sent to SQL (a NUL, say): unknown like any other
+            raise NotFound("batch", shown_id(batch_id))
         with self.sessions() as session:
             batch = session.scalar(select(Batch).where(Batch.id == batch_id,
                                                        Batch.tenant_id == tenant_id))
@@ -317,9 +343,14 @@ class Batches:
                 session.execute(update(Batch).where(Batch.id == batch_id,
                                                     Batch.status == rollup.IN_PROGRESS)
                                 .values(status=rollup.CANCELING))
-                session.execute(update(Job).where(Job.batch_id == batch_id,
-                                                  Job.status == JobStatus.QUEUED.value)
-                                .values(status=JobStatus.CANCELED.value, finished_at=utcnow()))
+                canceled = session.execute(
+                    update(Job).where(Job.batch_id == batch_id,
+                                      Job.status == JobStatus.QUEUED.value)
+                    .values(status=JobStatus.CANCELED.value, finished_at=utcnow())
+                    .returning(Job.estimated_cost_usd, Job.cost_usd)).all()
+            self.queue.settle(tenant_id, batch.created_at, len(canceled),
+                              sum(r.estimated_cost_usd for r in canceled),
+                              sum(r.cost_usd for r in canceled))
             # Workers skip canceled jobs even if the index still holds them; this frees the queue.
             for page in self._pages(batch_id, select(Job.id, Job.batch_index).where(
                     Job.status == JobStatus.CANCELED.value)):
@@ -330,13 +361,15 @@ class Batches:
     # --- results ----------------------------------------------------------------------------
 
     def results(self, tenant_id: str, batch_id: str, page_rows: int = 1000) -> Iterator[ResultRow]:
-        """Every job of the batch in input order, read a page at a time."""
+        """Every job of the batch in input order, read a page at a time; ``line`` is the job's
+        line in the uploaded file (the numbering the rejects use)."""
         self._batch(tenant_id, batch_id)
         query = select(Job.id, Job.batch_index, Job.custom_id, Job.status, Job.served_by,
-                       Job.degraded, Job.images, Job.error_type, Job.error_message, Job.cost_usd)
+                       Job.degraded, Job.images, Job.error_type, Job.error_message, Job.cost_usd,
+                       Job.metadata_)
         for page in self._pages(batch_id, query, page_rows):
             for r in page:
-                yield ResultRow(r.id, r.batch_index + 1, r.custom_id, r.status, r.served_by,
+                yield ResultRow(r.id, r.batch_index, r.custom_id, r.status, r.served_by,
                                 r.degraded, list(r.images or []), r.error_type, r.error_message,
-                                r.cost_usd)
+                                r.cost_usd, dict(r.metadata_ or {}))
 

@@ -5,7 +5,9 @@ Only one dispatcher is active at a time (a Redis lease); others wait on standby.
 concurrency live workers advertise, minus jobs in flight, plus a small buffer so no worker idles.
 
 Every tick it also sweeps the job leases (``scheduler.leases``) and, every ``reconcile_every_s``,
-heals Redis from the database. It rides out outages: each step that fails because PostgreSQL or
+heals Redis from the database (the waiting index, leases, and the tenants' queued and budget
+counters). Every ``limits_refresh_s`` it reloads the tenants' running caps, which the pop applies
+(``scheduler.quotas``). It rides out outages: each step that fails because PostgreSQL or
 Redis is unreachable is logged once per outage and tried again on the next tick. When Redis comes
 back, or comes back empty (its generation marker is gone), it reconciles at once. While workers
 report that they cannot reach the database, it hands out nothing.
@@ -29,6 +31,14 @@ from scheduler.index import DEFAULT_LEASE_MS, WaitingIndex
 from scheduler.leases import Leases, adopt_running, sweep
 from scheduler.outages import OutageLog
 from scheduler.queue import reconcile
+from scheduler.quotas import (
+    LimitDefaults,
+    TenantCounters,
+    budget_tenants,
+    load_running_caps,
+    publish_running_caps,
+)
+from storage.models import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +83,16 @@ class Dispatcher:
         job_lease_ms: int = DEFAULT_LEASE_MS,
         limits: VendorLimits | None = None,
         models: Sequence[str] = (),
+        tenant_defaults: LimitDefaults | None = None,
+        limits_refresh_s: float = 5.0,
+        scan_limit: int | None = None,
     ) -> None:
         self.redis = client
-        self.index = WaitingIndex(client)
+        self.index = (WaitingIndex(client) if scan_limit is None
+                      else WaitingIndex(client, scan_limit=scan_limit))
+        self.tenant_defaults = tenant_defaults or LimitDefaults()
+        self.counters = TenantCounters(client, self.tenant_defaults)
+        self.limits_refresh_s = limits_refresh_s
         self.sessions = sessions
         self.sender = sender
         self.buffer = buffer
@@ -128,12 +145,25 @@ class Dispatcher:
         return max(0.05, min(self.interval_s, (due_ms - time.time() * 1000) / 1000))
 
     def heal(self) -> None:
-        """Index the queued jobs Redis lacks and lease the running ones that have no lease."""
+        """Index the queued jobs Redis lacks, lease the running ones that have no lease, and
+        recount the tenants' queued and budget levels and reload their running caps."""
+        self.refresh_caps()
         healed = reconcile(self.sessions, self.index)
         adopted = adopt_running(self.sessions, self.leases)
         if healed or adopted:
             log.warning("reconciled %d queued jobs missing from the waiting index; leased %d "
                         "running jobs that had no lease", healed, adopted)
+        with self.sessions() as session:
+            tenants = budget_tenants(session, self.tenant_defaults)
+        corrected = self.counters.rebuild(self.sessions, utcnow(), tenants)
+        if corrected:
+            log.info("tenant limits: %d counters recounted from the database", corrected)
+
+    def refresh_caps(self) -> None:
+        """The tenants' running caps, from the database to the HASH the pop reads."""
+        with self.sessions() as session:
+            caps = load_running_caps(session)
+        publish_running_caps(self.redis, caps, self.tenant_defaults.max_running)
 
     def sweep_leases(self) -> None:
         result = sweep(self.sessions, self.index, self.leases, self.stale_s, self.limits,
@@ -143,7 +173,7 @@ class Dispatcher:
                         result.requeued, result.cleared)
 
     def run(self) -> None:
-        last_reconcile = 0.0
+        last_reconcile = last_refresh = 0.0
         leader = False
         recoveries = 0
         while not self.stopping.is_set():
@@ -171,6 +201,10 @@ class Dispatcher:
                 with self.outages.guard(self.stopping):
                     self.heal()
                     last_reconcile = time.monotonic()
+            if time.monotonic() - last_refresh > self.limits_refresh_s:
+                with self.outages.guard(self.stopping):
+                    self.refresh_caps()
+                    last_refresh = time.monotonic()
             with self.outages.guard(self.stopping):
                 self.sweep_leases()
             with self.outages.guard(self.stopping, uses=("redis",)):

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from scheduler.errors import Conflict, InvalidJob
+from scheduler.job_spec import text_problem
 from storage.models import Batch, Job
 
 Row = TypeVar("Row", Job, Batch)
@@ -28,8 +29,13 @@ def hash_json(body: Any) -> str:
 
 
 def check_key(key: str) -> str:
+    """A sent Idempotency-Key: 1 to MAX_KEY_CHARS storable characters (an empty header is refused,
+    not taken for no key)."""
     if not key or len(key) > MAX_KEY_CHARS:
-        raise InvalidJob("Idempotency-Key", f"must be 1 to {MAX_KEY_CHARS} characters")
+        raise InvalidJob("Idempotency-Key", f"must be 1 to {MAX_KEY_CHARS} characters, got "
+                                            f"{len(key)}")
+    if problem := text_problem(key):
+        raise InvalidJob("Idempotency-Key", problem)
     return key
 
 

@@ -20,6 +20,7 @@ from scheduler import keys
 
 _CLASS_COUNT = len(keys.CLASS_KEYS)
 DEFAULT_LEASE_MS = 10_000
+DEFAULT_SCAN_LIMIT = 5000
 
 
 def _script(name: str) -> str:
@@ -53,8 +54,9 @@ def _text(value: bytes | str) -> str:
 
 
 class WaitingIndex:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, scan_limit: int = DEFAULT_SCAN_LIMIT) -> None:
         self.redis = client
+        self.scan_limit = scan_limit  # waiting jobs a pop looks through past capped tenants
         self._push = client.register_script(_script("push.lua"))
         self._pop = client.register_script(_script("pop.lua"))
         self._position = client.register_script(_script("position.lua"))
@@ -63,7 +65,8 @@ class WaitingIndex:
 
     def push(self, entries: Sequence[IndexEntry]) -> None:
         """Add jobs at the tail of their class, in the given order (one script call per chunk)."""
-        push_keys = [*keys.CLASS_KEYS, keys.SEQ, keys.BULK_TENANTS, keys.BULK_ROUND]
+        push_keys = [*keys.CLASS_KEYS, keys.SEQ, keys.BULK_TENANTS, keys.BULK_ROUND,
+                     keys.JOB_TENANTS]
         for start in range(0, len(entries), 5000):
             args: list[str | int] = [_CLASS_COUNT]
             for entry in entries[start : start + 5000]:
@@ -78,13 +81,15 @@ class WaitingIndex:
     def take(self, count: int, lease_ms: int = DEFAULT_LEASE_MS) -> tuple[list[str], int]:
         """Up to ``count`` jobs from the head, now in flight and leased for ``lease_ms``, and
         their dispatch token (the dispatch time in ms, which a worker checks so that a stale
-        message is never run twice)."""
+        message is never run twice). A job whose tenant already has its ``max_running`` jobs
+        in flight is passed over and keeps its place (``scheduler.quotas``)."""
         token = now_ms()
         if count <= 0:
             return [], token
         ids = self._pop(keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCHED, keys.BULK_ROUND,
-                              keys.DISPATCH_COUNT, keys.LEASES, keys.LEASE_OWNERS],
-                        args=[_CLASS_COUNT, count, token, lease_ms])
+                              keys.DISPATCH_COUNT, keys.LEASES, keys.LEASE_OWNERS,
+                              keys.JOB_TENANTS, keys.TENANT_MAX_RUNNING],
+                        args=[_CLASS_COUNT, count, token, lease_ms, self.scan_limit])
         return [_text(i) for i in ids], token
 
     def dispatch_count(self) -> int:
@@ -128,14 +133,18 @@ class WaitingIndex:
         return found
 
     def remove(self, job_id: str) -> bool:
-        """Take a job out of the queue wherever it waits (cancel)."""
+        """Take a job out of the queue wherever it waits (cancel), or out of flight if it was
+        dispatched but not started (its worker will find the message stale)."""
         pipe = self.redis.pipeline()
         for key in (*keys.CLASS_KEYS, keys.PARKED):
             pipe.zrem(key, job_id)
+        waiting = len(keys.CLASS_KEYS) + 1
+        pipe.zrem(keys.INFLIGHT, job_id)
         pipe.hdel(keys.DISPATCHED, job_id)
         pipe.zrem(keys.LEASES, job_id)
         pipe.hdel(keys.LEASE_OWNERS, job_id)
-        return any(pipe.execute()[:-3])
+        pipe.hdel(keys.JOB_TENANTS, job_id)
+        return any(pipe.execute()[:waiting + 2])  # waiting, parked, in flight or dispatched
 
     def is_dispatched(self, job_id: str) -> bool:
         """Handed to the workers and not finished (or parked) yet."""
@@ -143,6 +152,30 @@ class WaitingIndex:
 
     def inflight_count(self) -> int:
         return int(self.redis.zcard(keys.INFLIGHT))
+
+    def inflight_by_tenant(self) -> dict[str, int]:
+        """Each tenant's jobs in flight, counted as the pop counts them (unknown tenant: "")."""
+        ids = [_text(i) for i in self.redis.zrange(keys.INFLIGHT, 0, -1)]  # type: ignore[arg-type]
+        counts: dict[str, int] = {}
+        for start in range(0, len(ids), 1000):
+            for tenant in self.redis.hmget(keys.JOB_TENANTS, ids[start:start + 1000]):
+                name = _text(tenant) if tenant is not None else ""
+                counts[name] = counts.get(name, 0) + 1
+        return counts
+
+    def remember_tenants(self, owners: dict[str, str]) -> int:
+        """Record the tenant of jobs the index holds without one (after a flush or an upgrade);
+        returns how many were missing."""
+        ids = list(owners)
+        missing = 0
+        for start in range(0, len(ids), 5000):
+            part = ids[start:start + 5000]
+            known = self.redis.hmget(keys.JOB_TENANTS, part)
+            absent = {j: owners[j] for j, k in zip(part, known, strict=True) if k is None}
+            if absent:
+                self.redis.hset(keys.JOB_TENANTS, mapping=absent)  # type: ignore[arg-type]
+                missing += len(absent)
+        return missing
 
     def park(self, job_id: str, not_before_ms: int) -> None:
         """A dispatched job whose whole route is unavailable waits, out of the queue, until then."""
@@ -172,6 +205,7 @@ class WaitingIndex:
         pipe.hdel(keys.RUNNING, job_id)
         pipe.zrem(keys.LEASES, job_id)
         pipe.hdel(keys.LEASE_OWNERS, job_id)
+        pipe.hdel(keys.JOB_TENANTS, job_id)
         pipe.lpush(keys.DISPATCH_WAKE, "1")
         pipe.ltrim(keys.DISPATCH_WAKE, 0, 0)
         pipe.execute()

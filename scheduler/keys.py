@@ -23,6 +23,15 @@ Layout (all under the version prefix, so a layout change cannot misread old keys
                                   worker holds it, "reclaimed" once the scheduler took it back
     imgq:v1:generation            STRING marker the dispatcher sets; gone = Redis lost its data
     imgq:v1:database:unreachable  STRING with a TTL, set by workers that cannot reach the database
+    imgq:v1:job:tenants           HASH job_id -> tenant of each job the index holds (waiting,
+                                  parked or in flight): the pop counts each tenant's in-flight jobs
+    imgq:v1:tenants:max_running   HASH tenant -> its cap on jobs in flight (0 = none); "*" -> the
+                                  default cap (scheduler/quotas.py)
+    imgq:v1:tenants:open          HASH tenant -> jobs accepted and not finished (max_queued)
+    imgq:v1:tenants:spend:{day|month}:{period}
+                                  HASH tenant -> micro-USD spent or reserved by the jobs created
+                                  in that UTC day or month (the budget)
+    imgq:v1:rpm:...               the requests-per-minute moving windows (the ``limits`` package)
 """
 
 from __future__ import annotations
@@ -61,6 +70,14 @@ LEASES = f"{PREFIX}:leases"
 LEASE_OWNERS = f"{PREFIX}:lease:owners"
 GENERATION = f"{PREFIX}:generation"
 DATABASE_UNREACHABLE = f"{PREFIX}:database:unreachable"
+JOB_TENANTS = f"{PREFIX}:job:tenants"
+TENANT_MAX_RUNNING = f"{PREFIX}:tenants:max_running"
+TENANT_OPEN = f"{PREFIX}:tenants:open"
+RPM_PREFIX = f"{PREFIX}:rpm"
+
+
+def tenant_spend(period: str, period_id: str) -> str:
+    return f"{PREFIX}:tenants:spend:{period}:{period_id}"
 
 # Celery names shared by the dispatcher (sender) and the workers (consumers).
 GENERATE_TASK = "imgq.generate"

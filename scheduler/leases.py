@@ -33,11 +33,16 @@ log = logging.getLogger(__name__)
 
 RECLAIMED = "reclaimed"
 
+# Lease (KEYS[1]) running jobs that have none, and count them in flight (KEYS[2]) again, so the
+# dispatcher's slots and each tenant's running cap see them before their workers' next renewal.
 _ADOPT = """
 local t = redis.call('TIME')
-local expires = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local added = 0
-for i = 2, #ARGV do added = added + redis.call('ZADD', KEYS[1], 'NX', expires, ARGV[i]) end
+for i = 2, #ARGV do
+  added = added + redis.call('ZADD', KEYS[1], 'NX', now + tonumber(ARGV[1]), ARGV[i])
+  redis.call('ZADD', KEYS[2], 'NX', now, ARGV[i])
+end
 return added
 """
 
@@ -107,7 +112,7 @@ class Leases:
         """Lease running jobs that have none (after a flush), so a dead worker's lapse."""
         if not job_ids:
             return 0
-        return int(self._adopt(keys=[keys.LEASES], args=[self.lease_ms, *job_ids]))
+        return int(self._adopt(keys=[keys.LEASES, keys.INFLIGHT], args=[self.lease_ms, *job_ids]))
 
     def leased(self, job_ids: Sequence[str]) -> set[str]:
         if not job_ids:
@@ -188,9 +193,12 @@ def _set_status(sessions: sessionmaker[Session], job_id: str, was: JobStatus,
 
 def adopt_running(sessions: sessionmaker[Session], leases: Leases) -> int:
     """Lease every running job that has no lease (Redis lost it): its worker, if alive, renews
-    it at its next heartbeat; otherwise it lapses and ``sweep`` takes the job back."""
+    it at its next heartbeat; otherwise it lapses and ``sweep`` takes the job back. Every
+    running job's tenant is recorded again, for the tenants' running caps."""
     with sessions() as session:
-        running = list(session.scalars(select(Job.id).where(
-            Job.status == JobStatus.RUNNING.value)))
-    held = leases.leased(running)
+        running = {row.id: row.tenant_id for row in session.execute(
+            select(Job.id, Job.tenant_id).where(Job.status == JobStatus.RUNNING.value))}
+    if running:
+        leases.redis.hset(keys.JOB_TENANTS, mapping=running)
+    held = leases.leased(list(running))
     return leases.adopt([j for j in running if j not in held])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import redis
@@ -23,7 +23,9 @@ from providers.catalogue import Catalogue
 from scheduler import telemetry
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.idempotency import find_previous
+from scheduler.ids import possible_id, shown_id
 from scheduler.index import IndexEntry, WaitingIndex
+from scheduler.quotas import Reservation, TenantCounters, limits_of
 from scheduler.snapshot import read_snapshot
 from storage.models import Job, JobStatus, utcnow
 
@@ -76,11 +78,13 @@ class JobQueue:
         catalogue: Catalogue,
         *,
         job_deadline_s: float = 3600.0,
+        counters: TenantCounters | None = None,
     ) -> None:
         self.sessions = sessions
         self.index = index
         self.catalogue = catalogue
         self.job_deadline_s = job_deadline_s
+        self.counters = counters  # None: no tenant limits (``scheduler.quotas``)
 
     def resolve_route(self, request: JobRequest) -> tuple[str, str]:
         """(route name, requested model) for a request; raises InvalidJob for unknown names."""
@@ -126,7 +130,52 @@ class JobQueue:
             created_at=now,
             deadline_at=now + timedelta(seconds=self.job_deadline_s),
             images=[],
+            estimated_cost_usd=self.estimate_usd(requested_model, request.n),
         )
+
+    def estimate_usd(self, requested_model: str | None, n: int) -> float:
+        """What a job is reserved at against its tenant's budget: the list price of the route's
+        first model (or the pinned one) for ``n`` images."""
+        model = self.catalogue.models.get(requested_model or "")
+        return model.price_per_image_usd * n if model is not None else 0.0
+
+    def admit(self, tenant_id: str, jobs: int, cost_usd: float,
+              created_at: datetime) -> Reservation | None:
+        """Count jobs about to be committed against the tenant's max_queued and budget; raises
+        LimitExceeded (a 429). None when there is nothing to count, or Redis is unreachable:
+        limits are not enforced then, and the next rebuild counts what was committed."""
+        if self.counters is None:
+            return None
+        with self.sessions() as session:
+            limits = limits_of(session, tenant_id, self.counters.defaults)
+        try:
+            return self.counters.admit(tenant_id, limits, jobs, cost_usd, created_at)
+        except redis.RedisError as exc:
+            log.warning("tenant %s: limits not enforced for %d job(s), Redis is unreachable "
+                        "(%s: %s)", tenant_id, jobs, type(exc).__name__, exc)
+            return None
+
+    def release(self, reservation: Reservation | None) -> None:
+        """Give back what ``admit`` counted for a submit that was not committed after all."""
+        if reservation is None or self.counters is None:
+            return
+        try:
+            self.counters.release(reservation)
+        except redis.RedisError as exc:  # the rebuild corrects the counters
+            log.warning("tenant %s: cannot give back %d uncommitted job(s) yet (%s)",
+                        reservation.tenant_id, reservation.jobs, exc)
+
+    def settle(self, tenant_id: str, created_at: datetime, jobs: int, estimated_usd: float,
+               cost_usd: float) -> None:
+        """Jobs ended (canceled, finished): out of the tenant's counts, their reservation
+        replaced by their real cost."""
+        if self.counters is None or jobs == 0:
+            return
+        try:
+            self.counters.settle(tenant_id, created_at, jobs, estimated_usd, cost_usd)
+        except redis.RedisError as exc:  # the rebuild corrects the counters
+            log.warning("tenant %s: cannot count out %d ended job(s) yet (%s)", tenant_id, jobs,
+                        exc)
 
     def submit(self, tenant_id: str, request: JobRequest, *, idempotency_key: str | None = None,
                request_hash: str | None = None) -> Job:
@@ -137,14 +186,19 @@ class JobQueue:
                 return previous
         job = self.build_job(tenant_id, request)
         job.idempotency_key, job.request_hash = idempotency_key, request_hash
+        reservation = self.admit(tenant_id, 1, job.estimated_cost_usd, job.created_at)
         try:
             with self.sessions.begin() as session:
                 session.add(job)
         except IntegrityError:
+            self.release(reservation)
             raced = idempotency_key and self._previous(tenant_id, idempotency_key, request_hash)
             if not raced:
                 raise
             return raced
+        except BaseException:
+            self.release(reservation)
+            raise
         try:
             self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
         except redis.RedisError as exc:  # committed: the job exists, reconcile indexes it
@@ -159,6 +213,8 @@ class JobQueue:
     def get(self, tenant_id: str, job_id: str, *, redis_optional: bool = False) -> JobView:
         """A job and where it stands; ``redis_optional`` (the answer to a submit) gives no
         position instead of raising while Redis is unreachable."""
+        if not possible_id(job_id):  # never sent to SQL (a NUL, say): unknown like any other
+            raise NotFound("job", shown_id(job_id))
         with self.sessions() as session:
             job = session.scalar(
                 select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
@@ -200,6 +256,8 @@ class JobQueue:
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:
         """Cancel a job that has not started; a running or finished job cannot be canceled."""
+        if not possible_id(job_id):
+            raise NotFound("job", shown_id(job_id))
         with self.sessions.begin() as session:
             changed = session.execute(  # type: ignore[attr-defined]
                 update(Job)
@@ -212,6 +270,7 @@ class JobQueue:
                 raise NotFound("job", job_id)
         if not changed:
             raise Conflict(f"job {job_id} is {job.status}; only queued jobs can be canceled")
+        self.settle(tenant_id, job.created_at, 1, job.estimated_cost_usd, job.cost_usd)
         self.index.remove(job_id)
         return job
 
@@ -239,4 +298,6 @@ def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int =
         if missing:
             index.push(missing)
             healed += len(missing)
+        # Indexed jobs whose tenant Redis lost (the push records it for the others).
+        index.remember_tenants({r.id: r.tenant_id for r in rows if r.id in indexed})
         last_created, last_id = rows[-1].created_at, rows[-1].id

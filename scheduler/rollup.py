@@ -115,7 +115,9 @@ def batch_event_data(batch: Batch, status: str, state: BatchProgress,
             "request_counts": {"total": c.total, "succeeded": c.succeeded, "failed": c.failed,
                                "canceled": c.canceled},
             "served_by": state.served_by, "degraded": state.degraded, "cost_usd": state.cost_usd,
-            "results_url": f"{public_base_url}/v1/batches/{batch.id}/results"}
+            "results_url": f"{public_base_url}/v1/batches/{batch.id}/results",
+            # The batch's own metadata; each line's is on its job and in the results.
+            "metadata": batch.metadata_ or {}}
 
 
 def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: str) -> None:

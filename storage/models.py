@@ -80,6 +80,12 @@ class Tenant(Base):
     api_key_prefix: Mapped[str] = mapped_column(String(16))
     webhook_secret: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Limits (scheduler/quotas.py): NULL = the IMGQ_TENANT_* default; 0 = no limit.
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    max_queued: Mapped[int | None] = mapped_column(Integer)
+    max_running: Mapped[int | None] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    budget_period: Mapped[str | None] = mapped_column(String(10))  # "day" or "month"
 
 
 class Batch(Base):
@@ -136,6 +142,8 @@ class Job(Base):
     served_by: Mapped[str | None] = mapped_column(String(100))
     degraded: Mapped[bool] = mapped_column(Boolean, default=False)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    # Reserved from the tenant's budget at submit (price of the route's first model x n).
+    estimated_cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     error_type: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     error_vendor_status: Mapped[int | None] = mapped_column(Integer)
@@ -185,6 +193,8 @@ class Attempt(Base):
 
 # Finding whether a batch still has unfinished jobs is one index seek, not a scan of the batch.
 Index("ix_jobs_batch_status", Job.batch_id, Job.status)
+# A tenant's spend in a period is recounted from its jobs created since the period began.
+Index("ix_jobs_tenant_created", Job.tenant_id, Job.created_at)
 
 
 class WebhookDelivery(Base):

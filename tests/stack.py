@@ -91,9 +91,10 @@ class RunningStack:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in self.log_dir.glob("*.log"))
 
-    def new_tenant(self, name: str) -> str:
-        """Create a tenant the way an operator does, with the CLI; returns its API key."""
-        out = subprocess.run([sys.executable, "-m", "cli", "tenant", "create", name],
+    def new_tenant(self, name: str, *limits: str) -> str:
+        """Create a tenant the way an operator does, with the CLI (``limits``: its options such
+        as ``--max-running 1``); returns its API key."""
+        out = subprocess.run([sys.executable, "-m", "cli", "tenant", "create", name, *limits],
                              env=self.env, capture_output=True, text=True, check=True)
         return out.stdout.strip().splitlines()[-1]
 
@@ -124,6 +125,7 @@ def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_u
         "IMGQ_WORKER_HEARTBEAT_S": "0.5", **(extra_env or {}),
     }
     env.setdefault("IMGQ_CATALOGUE_PATH", str(fast_catalogue(log_dir, name="fast-catalogue.toml")))
+    env.setdefault("IMGQ_TENANT_RPM", "0")  # tests poll faster than a tenant's default 600/min
     stack = RunningStack(f"http://127.0.0.1:{port}", env, log_dir)
     stack.procs["api"] = spawn(
         [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port",

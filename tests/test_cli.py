@@ -189,3 +189,69 @@ def test_a_bad_setting_stops_start_up_naming_the_variable_and_the_problem(
     assert "Traceback" not in result.stderr
     assert "IMGQ_WORKER_CONCURRENCY='lots': Input should be a valid integer" in result.stderr
     assert "IMGQ_BREAKER_MODE='maybe': Input should be 'shared', 'local' or 'off'" in result.stderr
+
+
+@pytest.fixture()
+def database(env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'imgq.db'}"
+    monkeypatch.setenv("IMGQ_DATABASE_URL", url)
+    return url
+
+
+def tenant_row(url: str, name: str) -> dict[str, object]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(text("SELECT id, rpm, max_queued, max_running, budget_usd, "
+                                    "budget_period FROM tenants WHERE name = :n"), {"n": name})
+            return dict(row.mappings().one())
+    finally:
+        engine.dispose()
+
+
+def test_tenant_create_with_limits_then_set_changes_only_those_given(database: str,
+                                                                    env: str) -> None:
+    import redis
+
+    from scheduler.quotas import running_caps
+
+    code, out, _ = imgq("tenant", "create", "acme", "--rpm", "5", "--max-queued", "10",
+                        "--budget-usd", "2.5", "--budget-period", "day")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1].startswith("imgq_")  # the key, last, for scripts
+    assert "rpm 5/min (own)" in out and "max_running no limit (default)" in out
+    assert "budget_usd $2.5 per day (own)" in out
+    row = tenant_row(database, "acme")
+    assert (row["rpm"], row["max_queued"], row["max_running"], row["budget_usd"],
+            row["budget_period"]) == (5, 10, None, 2.5, "day")
+
+    code, out, _ = imgq("tenant", "set", "acme", "--rpm", "7", "--max-queued", "default",
+                        "--max-running", "2")
+    assert code == 0, out
+    assert "rpm 7/min (own)" in out and "max_queued 100000 (default)" in out
+    assert "max_running 2 (own)" in out
+    row = tenant_row(database, "acme")
+    assert (row["rpm"], row["max_queued"], row["max_running"], row["budget_usd"]) == (7, None, 2,
+                                                                                      2.5)
+    client = redis.Redis.from_url(env)
+    try:
+        assert running_caps(client)[str(row["id"])] == 2  # the dispatcher applies it at once
+    finally:
+        client.close()
+
+    code, out, _ = imgq("tenant", "set", "acme", "--rpm", "0", "--budget-usd", "default")
+    assert code == 0 and "rpm no limit (own)" in out and "budget_usd no limit (default)" in out
+
+
+def test_tenant_set_refuses_unknown_tenants_and_bad_values(database: str) -> None:
+    assert imgq("tenant", "create", "acme")[0] == 0
+    code, out, _ = imgq("tenant", "set", "nobody", "--rpm", "5")
+    assert code == 1 and "no tenant named 'nobody'" in out
+    code, _, err = imgq("tenant", "set", "acme", "--rpm", "lots")
+    assert code == 2 and "--rpm" in err
+    code, _, err = imgq("tenant", "set", "acme", "--max-running", "-1")
+    assert code == 2 and "--max-running" in err
+    code, _, err = imgq("tenant", "create", "other", "--budget-period", "week")
+    assert code == 2 and "--budget-period" in err

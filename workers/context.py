@@ -20,6 +20,7 @@ from providers.catalogue import Catalogue, load_catalogue
 from scheduler.health import make_breaker_store
 from scheduler.index import WaitingIndex
 from scheduler.leases import Leases
+from scheduler.quotas import TenantCounters
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
 from workers.leases import LeaseKeeper
@@ -37,6 +38,7 @@ class WorkerContext:
     breaker: BreakerStore
     limits: VendorLimits
     leases: LeaseKeeper
+    counters: TenantCounters  # the tenants' queued and budget levels, settled as jobs end
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:
@@ -60,6 +62,7 @@ class WorkerContext:
             leases=LeaseKeeper(Leases(client, int(settings.lease_s * 1000)),
                                f"{socket.gethostname()}:{os.getpid()}",
                                settings.worker_heartbeat_s),
+            counters=TenantCounters(client),
         )
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import redis
 from sqlalchemy import select, update
@@ -48,6 +49,7 @@ from workers.router import AttemptHooks, AttemptRecord, CompositeHooks, RouteOut
 log = logging.getLogger(__name__)
 
 PARKED = "parked"
+T = TypeVar("T")
 
 
 def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) -> str:
@@ -233,8 +235,7 @@ def _start(ctx: WorkerContext, job_id: str
             return "skipped"
         waiting_ms = _still_parked_ms(job)
         if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
-            session.rollback()
-            ctx.index.park(job_id, waiting_ms)
+            ctx.index.park(job_id, waiting_ms)  # (nothing written: the commit is empty)
             return PARKED
         session.execute(update(Job).where(Job.id == job_id).values(
             status=JobStatus.RUNNING.value, started_at=utcnow()))
@@ -257,8 +258,7 @@ def _deadline(ctx: WorkerContext, job: Job) -> datetime:
     return created + timedelta(seconds=ctx.settings.job_deadline_s)
 
 
-def _write(ctx: WorkerContext, job_id: str, what: str,
-           change: Callable[[Session], bool]) -> bool:
+def _write(ctx: WorkerContext, job_id: str, what: str, change: Callable[[Session], T]) -> T:
     """One transaction, retried with backoff while the database is unreachable; the job keeps
     its lease meanwhile (and the dispatcher holds back). Returns what ``change`` returned."""
     def waiting(state: RetryCallState) -> None:
@@ -332,14 +332,32 @@ def _record_success(ctx: WorkerContext, job: Job, stored: results.StoredResult) 
 def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_ids: list[int],
             values: dict[str, object]) -> None:
     """The job's terminal write: its attempts completed, its status, and its count and cost
-    summed from its attempt rows (so a call lost by a dead run is counted too)."""
-    def change(session: Session) -> bool:
+    summed from its attempt rows (so a call lost by a dead run is counted too). The run that
+    ended the job (one, however often it was delivered) settles it with its tenant's limits."""
+    def change(session: Session) -> Any:
         write_attempts(session, job_id, attempts, row_ids)
-        session.execute(update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES))
-                        .values(**values, **totals()))
-        return True
+        ended = session.execute(  # type: ignore[attr-defined]
+            update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES))
+            .values(**values, **totals())).rowcount
+        if not ended:
+            return None
+        return session.execute(select(Job.tenant_id, Job.created_at, Job.estimated_cost_usd,
+                                      Job.cost_usd).where(Job.id == job_id)).one()
 
-    _write(ctx, job_id, "result", change)
+    ended = _write(ctx, job_id, "result", change)
+    if ended is not None:
+        _settle(ctx, job_id, ended)
+
+
+def _settle(ctx: WorkerContext, job_id: str, ended: Any) -> None:
+    """Out of the tenant's open jobs; its reservation replaced by its real cost (the rebuild
+    corrects the counters if Redis is unreachable now)."""
+    try:
+        ctx.counters.settle(ended.tenant_id, ended.created_at, 1, ended.estimated_cost_usd,
+                            ended.cost_usd)
+    except redis.RedisError as exc:
+        log.warning("job %s ended; cannot settle it with its tenant's limits now (%s)", job_id,
+                    exc)
 
 
 __all__ = ["run_job"]

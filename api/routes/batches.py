@@ -6,14 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tempfile
 from collections.abc import Callable, Iterator
-from typing import IO, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
 
 from api.batch_schemas import (
     BatchListOut,
@@ -29,17 +27,18 @@ from api.deps import ServicesDep, TenantDep
 from api.errors import error_response, stream_error
 from api.schemas import ApiErrorResponse
 from api.services import Services
+from api.uploads import BodyTooLarge, spool_upload
 from api.zipstream import zip_stream
 from scheduler import webhooks
 from scheduler.batches import Batches, BatchOptions, BatchView, InvalidBatch, ResultRow
-from scheduler.errors import QueueError
+from scheduler.errors import InvalidJob
 from scheduler.idempotency import check_key
+from scheduler.ids import id_problem
 from scheduler.jsonl import BatchLimits, LineError, TooManyLines
 from storage.blobs import EXTENSIONS, BlobNotFound
 from storage.models import WebhookDelivery
 
 router = APIRouter(tags=["batches"])
-SPOOL_IN_MEMORY_BYTES = 1 << 20
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ApiErrorResponse, "description": "Missing or invalid API key"},
     503: {"model": ApiErrorResponse, "description": "The database or Redis is unreachable "
@@ -49,17 +48,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class BodyTooLarge(QueueError):
-    def __init__(self, limit_bytes: int, line: int) -> None:
-        super().__init__(f"the upload is larger than {limit_bytes} bytes (the limit falls in "
-                         f"line {line}); split it into several batches")
-        self.line = line
+def query_id(name: str, value: str | None) -> None:
+    """A query parameter that filters by id is a 422 naming it if it could never be an id
+    (checked before it reaches SQL); a path id is a 404 instead (scheduler/ids.py)."""
+    if value is not None and (problem := id_problem(value)):
+        raise InvalidJob(name, problem)
 
 
 def batches_of(svc: Services) -> Batches:
     s = svc.settings
-    limits = BatchLimits(max_lines=s.max_batch_lines, max_prompt_chars=s.max_prompt_chars,
-                         max_images_per_job=s.max_images_per_job)
+    limits = BatchLimits.from_settings(s)
     return Batches(svc.sessions, svc.queue, limits, public_base_url=s.public_base_url,
                    job_deadline_s=s.batch_job_deadline_s)
 
@@ -100,38 +98,6 @@ def delivery_out(d: WebhookDelivery, with_attempts: bool = True) -> WebhookDeliv
                                     response_status=a.response_status,
                                     latency_ms=a.latency_ms, error=a.error)
                   for a in d.attempts] if with_attempts else [])
-
-
-async def spool_upload(request: Request, limit_bytes: int) -> tuple[IO[bytes], str]:
-    """The JSONL bytes (raw body, or the ``file`` part of a multipart form) in a spooled temp
-    file, with their SHA-256; raises BodyTooLarge past the limit without reading further."""
-    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY_BYTES)  # noqa: SIM115
-    digest, size, newlines = hashlib.sha256(), 0, 0
-
-    def take(chunk: bytes) -> None:
-        nonlocal size, newlines
-        if size + len(chunk) > limit_bytes:
-            spool.close()
-            line = newlines + chunk[: limit_bytes - size].count(b"\n") + 1
-            raise BodyTooLarge(limit_bytes, line)
-        size += len(chunk)
-        newlines += chunk.count(b"\n")
-        digest.update(chunk)
-        spool.write(chunk)
-
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        form = await request.form(max_files=1)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidBatch("multipart upload needs a `file` part holding the JSONL", [], 0)
-        while chunk := await upload.read(1 << 16):
-            take(chunk)
-        await form.close()
-    else:
-        async for chunk in request.stream():
-            take(chunk)
-    spool.seek(0)
-    return spool, digest.hexdigest()
 
 
 @router.post("/v1/batches", status_code=202, response_model=BatchOut, responses={
@@ -185,6 +151,7 @@ def list_batches(tenant: TenantDep, svc: ServicesDep,
                  after: Annotated[str | None, Query(description="last_id of the previous page")]
                  = None) -> BatchListOut:
     """The tenant's batches, newest first."""
+    query_id("after", after)
     views, has_more = batches_of(svc).list(tenant.id, limit, after)
     data = [batch_out(v, svc.settings.public_base_url) for v in views]
     return BatchListOut(data=data, has_more=has_more, first_id=data[0].id if data else None,
@@ -209,7 +176,7 @@ def result_line(row: ResultRow, base_url: str) -> bytes:
         "line": row.line, "custom_id": row.custom_id, "job_id": row.job_id, "status": row.status,
         "served_by": row.served_by, "degraded": row.degraded, "cost_usd": row.cost_usd,
         "images": [f"{base_url}/v1/jobs/{row.job_id}/images/{k}" for k in range(len(row.images))],
-        "error": error}, ensure_ascii=False).encode() + b"\n"
+        "error": error, "metadata": row.metadata}, ensure_ascii=False).encode() + b"\n"
 
 
 @router.get("/v1/batches/{batch_id}/results", response_class=StreamingResponse, responses={
@@ -298,6 +265,7 @@ def batch_results_zip(batch_id: str, tenant: TenantDep, svc: ServicesDep) -> Str
 def list_deliveries(subject_id: Annotated[str, Query(description="A job or batch id.")],
                     tenant: TenantDep, svc: ServicesDep) -> DeliveryListOut:
     """Every webhook delivery for a job or batch, with each attempt's response or error."""
+    query_id("subject_id", subject_id)
     with svc.sessions() as session:
         found = webhooks.deliveries_for(session, tenant.id, subject_id)
     return DeliveryListOut(data=[delivery_out(d) for d in found])
@@ -329,8 +297,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(BodyTooLarge)
     async def _too_big(_: Request, exc: BodyTooLarge) -> JSONResponse:
+        field = (f"line {exc.line}" if exc.line is not None
+                 else "Content-Length" if exc.declared is not None else None)
         return error_response(413, "batch_too_large", str(exc),
-                              [{"field": f"line {exc.line}", "message": str(exc)}])
+                              [{"field": field, "message": str(exc)}])
 
     @app.exception_handler(webhooks.WebhookRefused)
     async def _refused(_: Request, exc: webhooks.WebhookRefused) -> JSONResponse:

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Response
 
+from api.bodies import JOB_BODY_OPENAPI, JobBody
 from api.deps import ServicesDep, TenantDep
-from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobCreate, JobOut
-from scheduler.errors import InvalidJob, NotFound
+from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobOut
+from scheduler.errors import NotFound
 from scheduler.idempotency import check_key, hash_json
-from scheduler.jsonl import parse_size
 from scheduler.queue import JobRequest, JobView
 from scheduler.webhooks import WebhookPolicy, vet_url
 from storage.blobs import BlobNotFound
@@ -49,9 +49,14 @@ def job_out(view: JobView, base_url: str) -> JobOut:
     )
 
 
-@router.post("", status_code=202, response_model=JobOut,
-             responses={**ERRORS, 422: {"model": ApiErrorResponse, "description": "Invalid job"}})
-def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep,
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=JOB_BODY_OPENAPI,
+             responses={**ERRORS, 422: {"model": ApiErrorResponse, "description": "Invalid job"},
+                        400: {"model": ApiErrorResponse, "description": "Not JSON"},
+                        413: {"model": ApiErrorResponse, "description": "Body over 1 MiB"},
+                        409: {"model": ApiErrorResponse,
+                              "description": "Idempotency-Key reused with another body"},
+                        415: {"model": ApiErrorResponse, "description": "Not application/json"}})
+def create_job(body: JobBody, tenant: TenantDep, svc: ServicesDep,
                idempotency_key: Annotated[str | None, Header()] = None) -> JobOut:
     """Queue one image job. Returns at once with the job and its place in the queue.
 
@@ -59,20 +64,15 @@ def create_job(body: JobCreate, tenant: TenantDep, svc: ServicesDep,
     A 503 means nothing was stored; a 202 means the job exists and will run (while Redis is
     unreachable its `queue_position` is null until it is indexed again).
     """
-    limits = svc.settings
-    if len(body.prompt) > limits.max_prompt_chars:
-        raise InvalidJob("prompt", f"prompt is {len(body.prompt)} characters; "
-                                   f"the limit is {limits.max_prompt_chars}")
-    if body.n > limits.max_images_per_job:
-        raise InvalidJob("n", f"n must be between 1 and {limits.max_images_per_job}")
-    width, height = parse_size(body.size)
+    key = None if idempotency_key is None else check_key(idempotency_key)  # "" is refused
+    width, height = body.dimensions  # the body is valid (api/bodies.py, scheduler/job_spec.py)
     if body.webhook_url is not None:
         vet_url(body.webhook_url, WebhookPolicy.from_settings(svc.settings))
     job = svc.queue.submit(tenant.id, JobRequest(
         prompt=body.prompt, width=width, height=height, n=body.n, quality=body.quality,
         model=body.model, route=body.route, priority=body.priority, metadata=body.metadata,
         webhook_url=body.webhook_url),
-        idempotency_key=idempotency_key and check_key(idempotency_key),
+        idempotency_key=key,
         request_hash=hash_json(body.model_dump(mode="json")))
     # Committed means accepted: with Redis down the job has no position yet (reconcile indexes it).
     return job_out(svc.queue.get(tenant.id, job.id, redis_optional=True),

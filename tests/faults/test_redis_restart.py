@@ -15,10 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from breaker import BreakerState, BreakerStore, ModelHealth, Outcome, RedisBreakerStore
+from breaker import (
+    BreakerState,
+    BreakerStore,
+    ModelHealth,
+    Outcome,
+    RedisBreakerStore,
+    breaker_redis,
+)
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import make_breaker_store
+from scheduler.health import policy_source
 from tests.conftest import _missing
 from tests.faults.harness import PrivateRedis
 
@@ -37,15 +44,20 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRe
     running.close()
 
 
-def breaker_store(redis_url: str) -> BreakerStore:
-    """The store every worker builds from its settings (``breaker_mode`` ``shared``)."""
+@pytest.fixture()
+def store(server: PrivateRedis) -> Iterator[RedisBreakerStore]:
+    """The store every worker builds from its settings (``breaker_mode`` ``shared``), on a
+    client of the test's own that is closed afterwards."""
+    redis_url = server.url
     settings = Settings(_env_file=None, redis_url=redis_url,  # type: ignore[call-arg]
                         breaker_mode="shared", breaker_minimum_calls=MINIMUM_CALLS,
                         breaker_failure_rate_threshold=0.5, breaker_window_s=60,
                         breaker_open_duration_s=OPEN_DURATION_S)
-    store = make_breaker_store(settings, load_catalogue())
-    assert isinstance(store, RedisBreakerStore)
-    return store
+    client = breaker_redis(redis_url)
+    try:
+        yield RedisBreakerStore(client, policy_source(settings, load_catalogue()))
+    finally:
+        client.close()
 
 
 def open_breaker(store: BreakerStore, model: str) -> ModelHealth:
@@ -63,9 +75,8 @@ def open_breaker(store: BreakerStore, model: str) -> ModelHealth:
 
 @pytest.mark.parametrize("server", [True], indirect=True, ids=["appendonly-everysec"])
 def test_an_open_breaker_is_still_open_with_the_same_deadline_after_redis_restarts(
-        server: PrivateRedis) -> None:
+        server: PrivateRedis, store: RedisBreakerStore) -> None:
     # Given a model whose breaker the shared store opened (in Redis, not failed open)
-    store = breaker_store(server.url)
     opened = open_breaker(store, MODEL)
     assert isinstance(store, RedisBreakerStore) and store.store_errors == 0
     assert opened.open_until_ms is not None
@@ -86,9 +97,8 @@ def test_an_open_breaker_is_still_open_with_the_same_deadline_after_redis_restar
 
 @pytest.mark.parametrize("server", [False], indirect=True, ids=["no-persistence"])
 def test_without_persistence_a_restart_forgets_the_open_breaker_and_the_model_is_called_again(
-        server: PrivateRedis) -> None:
+        server: PrivateRedis, store: RedisBreakerStore) -> None:
     # Given a model whose breaker is open
-    store = breaker_store(server.url)
     open_breaker(store, MODEL)
 
     # When a Redis that keeps nothing on disk restarts

@@ -73,3 +73,40 @@ def test_more_lines_than_the_limit_names_the_first_line_over_it() -> None:
         list(numbered_lines(io.BytesIO(data), LIMITS.max_lines))
     assert raised.value.line == LIMITS.max_lines + 1
     assert f"more than {LIMITS.max_lines} lines" in str(raised.value)
+
+
+@pytest.mark.parametrize(("raw", "field", "reason"), [
+    (b'{"custom_id": "a", "prompt": "x\\u0000"}', "prompt", "NUL"),
+    (b'{"custom_id": "a", "prompt": "x\\ud800"}', "prompt", "lone surrogate"),
+    (b'{"custom_id": "a\\u0000", "prompt": "x"}', "custom_id", "NUL"),
+    (b'{"custom_id": "a", "prompt": "x", "metadata": {"k": ["\\udc00"]}}', "metadata.k.0",
+     "lone surrogate"),
+    (b"[" * 5000 + b"]" * 5000, None, "nests too deeply"),
+    (b'{"custom_id": "a", "prompt": "x", "metadata": ' + b'{"a":' * 600 + b"1" + b"}" * 601,
+     "metadata.a.a.a.a.a.a.a.a", "deeper than 8 levels"),
+    (b'{"custom_id": "a", "prompt": "x", "n": "2"}', "n", "between 1 and 4"),
+    (b'{"custom_id": "a", "prompt": "x", "size": "1024x1024\\n"}', "size", "1024x1024"),
+    (b'{"custom_id": "a", "prompt": "x", "custom_id": "b"}', "custom_id", "more than once"),
+    (b'{"custom_id": "a", "prompt": "x", "metadata": {"v": Infinity}}', None, "Infinity"),
+    (b'{"custom_id": "a", "prompt": "x", "metadata": {"v": ' + b"1" * 5000 + b"}}", None,
+     "cannot be read"),
+    (b'{"custom_id": "a", "body": {"prompt": "x", "n": true}}', "body.n", "between 1 and 4"),
+])
+def test_a_hostile_line_is_that_lines_error_never_an_exception(
+        raw: bytes, field: str | None, reason: str) -> None:
+    reported = errors_of(raw)
+    assert any(f == field and reason in message for f, message in reported), reported
+
+
+def test_a_line_and_a_single_job_are_judged_by_the_same_definition() -> None:
+    """POST /v1/jobs and a batch line share scheduler/job_spec.py: same fields, same verdicts."""
+    from scheduler.job_spec import InvalidFields, JobLimits, validate_job
+
+    for fields in ({"prompt": "x", "n": "2"}, {"prompt": "x\x00"}, {"prompt": "x", "size": "9x9"},
+                   {"prompt": "x", "metadata": {"a": {"b": "\ud800"}}},
+                   {"prompt": "x", "quality": "ultra"}, {"prompt": "x", "model": "m",
+                                                        "route": "r"}):
+        with pytest.raises(InvalidFields) as single:
+            validate_job(fields, JobLimits(max_prompt_chars=50, max_images_per_job=4))
+        line = errors_of(json.dumps({"custom_id": "c", **fields}).encode())
+        assert [(f, m) for f, m in single.value.problems] == line, fields
