@@ -14,9 +14,17 @@ from pydantic import BaseModel, Field
 
 from api import breakers
 from api.deps import AdminOnly, ServicesDep
+from api.schemas import ApiErrorResponse
 from api.services import Services
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[AdminOnly], responses={
+    400: {"model": ApiErrorResponse, "description": "The body is not valid JSON"},
+    401: {"model": ApiErrorResponse, "description": "Missing or wrong admin token"},
+    403: {"model": ApiErrorResponse, "description": "Admin endpoints are disabled "
+                                                    "(IMGQ_ADMIN_TOKEN is not set)"},
+    404: {"model": ApiErrorResponse, "description": "No such model"},
+    503: {"model": ApiErrorResponse, "description": "Redis (the breaker store) is unreachable"},
+})
 T = TypeVar("T")
 
 Transitions = Annotated[int, Query(ge=0, le=100, description="Last transitions to include per model.")]
