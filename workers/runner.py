@@ -237,8 +237,13 @@ def _start(ctx: WorkerContext, job_id: str
         if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
             ctx.index.park(job_id, waiting_ms)  # (nothing written: the commit is empty)
             return PARKED
-        session.execute(update(Job).where(Job.id == job_id).values(
-            status=JobStatus.RUNNING.value, started_at=utcnow()))
+        started = session.execute(  # type: ignore[attr-defined]
+            update(Job).where(Job.id == job_id, Job.status.in_(
+                [JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+            .values(status=JobStatus.RUNNING.value, started_at=utcnow())).rowcount
+        if not started:  # canceled in the instant since it was read
+            log.info("job %s ended before it could start; skipping", job_id)
+            return "skipped"
         pending = start_run(session, job_id)
     return job, pending, results.load(ctx.blobs, job_id)
 
