@@ -234,7 +234,15 @@ def test_redis_restarted_mid_run_workers_keep_serving_and_the_breaker_starts_clo
             after = wait_all(client, submit(client, 6, "after the restart"))
             assert [j["status"] for j in after] == ["succeeded"] * 6, running.logs()
             assert store.snapshot(MODEL_A).state is BreakerState.CLOSED
-            assert any(j["served_by"] == MODEL_A for j in after)
+            # Traffic comes back to the first model. Right after the restart a loaded machine
+            # may still skip it once (its 2-call cap full within the 0.3 s slot wait), so a few
+            # more single jobs may be needed; each one's attempts say why it went elsewhere.
+            for k in range(5):
+                if any(j["served_by"] == MODEL_A for j in after):
+                    break
+                after += wait_all(client, submit(client, 1, f"one more after the restart {k}"))
+            assert any(j["served_by"] == MODEL_A for j in after), [
+                [(a["model"], a["outcome"], a["message"]) for a in j["attempts"]] for j in after]
         alive = {name: proc.poll() is None for name, proc in running.procs.items()}
         assert all(alive.values()), (alive, running.logs())
     finally:
