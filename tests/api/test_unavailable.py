@@ -29,7 +29,6 @@ import sqlalchemy
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
-from cli.stack import redis_answers
 from tests.conftest import free_port, spawn, stop, wait_http
 from tests.pgcluster import ThrowawayPostgres
 from tests.stack import start_private_redis
@@ -61,13 +60,7 @@ class Outage:
 
     def start_redis(self) -> None:
         """A new redis-server on the same port (empty: it kept nothing on disk)."""
-        self.redis_proc = spawn([shutil.which("redis-server") or "redis-server", "--bind",
-                                 "127.0.0.1", "--port", str(self.redis_port), "--save", "",
-                                 "--appendonly", "no"], log=self.log.with_name("redis2.log"))
-        deadline = time.monotonic() + 10
-        while not redis_answers(f"redis://127.0.0.1:{self.redis_port}/0"):
-            assert time.monotonic() < deadline, "redis-server did not start again"
-            time.sleep(0.05)
+        self.redis_proc, _ = start_private_redis(self.log.parent, port=self.redis_port)
 
     def wait_ready(self, timeout_s: float = 20.0) -> dict[str, Any]:
         """Poll /readyz until 200 (never a fixed sleep)."""
