@@ -106,9 +106,3 @@ def status_fields(store: BreakerStore, model: str) -> dict[str, str | None]:
         return {"breaker_state": None, "health": None}
     return {"breaker_state": health.state.value, "health": health.colour.value}
 
-
-def is_red(store: BreakerStore, model: str) -> bool:
-    """Whether the breaker keeps ``model`` from serving now (open, forced open, quota cooldown,
-    misconfigured). False when Redis is down: the workers fail open then, too."""
-    fields = status_fields(store, model)
-    return fields["health"] == "red"

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.services import Services
-from scheduler.quotas import TenantLimits
+from scheduler.tenants.quotas import TenantLimits
 from storage.models import Tenant
 from storage.tenants import tenant_for_api_key
 

@@ -38,9 +38,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response, outage_warnings
-from scheduler import keys
+from imagequeue import keys
 from scheduler.outages import REDIS_ERRORS
-from scheduler.quotas import LimitExceeded
+from scheduler.tenants.quotas import LimitExceeded
 
 STATE_KEY = "imgq_rate"
 WINDOW_S = 60

@@ -12,12 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.ratelimit import RequestRate
 from breaker import BreakerStore
+from breaker.factory import make_breaker_store
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
-from scheduler.health import make_breaker_store
-from scheduler.index import WaitingIndex
-from scheduler.queue import JobQueue
-from scheduler.quotas import LimitDefaults, TenantCounters
+from scheduler.queue.index import WaitingIndex
+from scheduler.queue.jobs import JobQueue
+from scheduler.tenants.quotas import LimitDefaults, TenantCounters
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
 
@@ -61,7 +61,7 @@ class Services:
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,
                          job_deadline_s=settings.job_deadline_s, counters=counters)
         return cls(settings, engine, sessions, client, catalogue, queue,
-                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue),
+                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue.models),
                    defaults, counters, RequestRate(client))
 
     def close(self) -> None:

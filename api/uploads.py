@@ -19,7 +19,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 
-from scheduler.batches import InvalidBatch
+from scheduler.batches.service import InvalidBatch
 from scheduler.errors import QueueError
 
 SPOOL_IN_MEMORY_BYTES = 1 << 20

@@ -24,8 +24,8 @@ from breaker import (  # noqa: E402
     InMemoryBreakerStore,
     Outcome,
     RedisBreakerStore,
-    breaker_redis,
 )
+from imagequeue.failopen import fail_open_redis  # noqa: E402
 
 PREFIX = "imgq:v1:bench:breaker"
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
 
     policy = BreakerPolicy(failure_rate_threshold=0.5)
     policy_for: Callable[[str], BreakerPolicy] = lambda _model: policy  # noqa: E731
-    client = breaker_redis(args.redis_url, timeout_s=2.0)
+    client = fail_open_redis(args.redis_url, timeout_s=2.0)
     redis_store = RedisBreakerStore(client, policy_for, key_prefix=PREFIX)
     stores: dict[str, BreakerStore] = {
         "redis": redis_store,

@@ -114,7 +114,7 @@ def main() -> None:
         work = Path(tmp)
         redis_server, redis_url = start_private_redis(work)
         sim_port = free_port()
-        simulator = spawn([sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1",
+        simulator = spawn([sys.executable, "-m", "simulator", "--host", "127.0.0.1",
                            "--port", str(sim_port), "--profile", "healthy"],
                           log=work / "simulator.log")
         simulator_url = f"http://127.0.0.1:{sim_port}"

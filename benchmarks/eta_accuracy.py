@@ -74,7 +74,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks import eta_scoring as scoring  # noqa: E402
 from providers.catalogue import DEFAULT_CATALOGUE_PATH, load_catalogue  # noqa: E402
-from providers.simulator.profile import BUILTIN_PROFILES  # noqa: E402
+from simulator.profile import BUILTIN_PROFILES  # noqa: E402
 from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
 from tests.stack import (  # noqa: E402
     RunningStack,
@@ -432,7 +432,7 @@ def main() -> None:
         redis_server, redis_url = start_private_redis(work)
         procs.append(redis_server)
         simulator_url = f"http://127.0.0.1:{sim_port}"
-        procs.append(spawn([sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1",
+        procs.append(spawn([sys.executable, "-m", "simulator", "--host", "127.0.0.1",
                             "--port", str(sim_port), "--profile", "peak-hours", "--seed", "11"],
                            log=work / "simulator.log"))
         stack = None

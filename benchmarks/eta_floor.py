@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scheduler.eta import (  # noqa: E402
+from scheduler.eta.forecast import (  # noqa: E402
     LatencyModel,
     ModelEstimate,
     RunningJob,

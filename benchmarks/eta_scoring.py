@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scheduler.eta import gradio_estimate
+from scheduler.eta.forecast import gradio_estimate
 
 
 @dataclass(frozen=True)

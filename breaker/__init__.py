@@ -4,9 +4,7 @@ Workers call ``allow`` before a vendor call and ``record`` after it; everything 
 ``snapshot`` and ``events``. Depends on redis-py and prometheus_client only.
 """
 
-from breaker.connection import breaker_redis
 from breaker.health import ModelHealth
-from breaker.limits import VendorLimits
 from breaker.memory import InMemoryBreakerStore
 from breaker.policy import BreakerPolicy
 from breaker.redis_store import RedisBreakerStore
@@ -19,7 +17,7 @@ from breaker.state import (
     Reason,
     Transition,
 )
-from breaker.store import BreakerStore, Event
+from breaker.store import BreakerStore, Event, unavailable
 
 __all__ = [
     "BreakerPolicy",
@@ -35,6 +33,5 @@ __all__ = [
     "Reason",
     "RedisBreakerStore",
     "Transition",
-    "VendorLimits",
-    "breaker_redis",
+    "unavailable",
 ]

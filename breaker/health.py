@@ -28,6 +28,11 @@ class ModelHealth:
     override_reason: str | None
     probes_admitted: int
 
+    @property
+    def serving(self) -> bool:
+        """Whether the breaker lets this model take calls now; red is exactly "not serving"."""
+        return self.colour is not Colour.RED
+
 
 def effective_state(state: MachineState, now_ms: int) -> BreakerState:
     """The stored state, except an open breaker whose open period is over reads as half-open

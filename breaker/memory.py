@@ -14,10 +14,10 @@ from itertools import islice
 
 from breaker import machine
 from breaker.health import ModelHealth, health
-from breaker.keys import EVENTS_MAXLEN
 from breaker.policy import BreakerPolicy
 from breaker.state import BreakerState, Decision, MachineState, Outcome, Transition
 from breaker.store import Event
+from imagequeue.keys import EVENTS_MAXLEN
 
 
 def wall_clock_ms() -> int:

@@ -9,23 +9,17 @@ If Redis errors, ``allow`` and ``record`` fail open (see ``breaker.failopen``) a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from importlib import resources
 from typing import Any
 
 import redis
 
-from breaker import keys
-from breaker.failopen import FailOpenGuard
 from breaker.health import ModelHealth, health
 from breaker.policy import BreakerPolicy, to_ms
 from breaker.state import BreakerState, Bucket, Decision, MachineState, Outcome, Reason
 from breaker.store import Event
-
-REDIS_FAILURES = (redis.RedisError, OSError)
-
-
-def lua_source(name: str) -> str:
-    return resources.files("breaker").joinpath("lua", name).read_text(encoding="utf-8")
+from imagequeue import keys
+from imagequeue.failopen import REDIS_FAILURES, FailOpenGuard
+from imagequeue.lua import lua_source
 
 
 def _text(value: Any) -> str:
@@ -51,11 +45,11 @@ class RedisBreakerStore:
         self._prefix = key_prefix
         self._clock_ms = clock_ms
         self.guard = FailOpenGuard("breaker store")
-        common = lua_source("common.lua")
-        self._allow = redis_client.register_script(common + lua_source("allow.lua"))
-        self._record = redis_client.register_script(common + lua_source("record.lua"))
-        self._override_script = redis_client.register_script(common + lua_source("override.lua"))
-        self._snapshot = redis_client.register_script(lua_source("snapshot.lua"))
+        common = lua_source("breaker", "common.lua")
+        self._allow = redis_client.register_script(common + lua_source("breaker", "allow.lua"))
+        self._record = redis_client.register_script(common + lua_source("breaker", "record.lua"))
+        self._override_script = redis_client.register_script(common + lua_source("breaker", "override.lua"))
+        self._snapshot = redis_client.register_script(lua_source("breaker", "snapshot.lua"))
 
     @property
     def store_errors(self) -> int:

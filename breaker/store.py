@@ -12,6 +12,7 @@ from typing import Protocol
 
 from breaker.health import ModelHealth
 from breaker.state import BreakerState, Decision, Outcome, Transition
+from imagequeue.failopen import REDIS_FAILURES
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,12 @@ class BreakerStore(Protocol):
     def events(self, model: str | None = None, count: int = 50) -> list[Event]:
         """The most recent transitions, newest first."""
         ...
+
+
+def unavailable(store: BreakerStore, model: str) -> bool:
+    """Whether the breaker keeps ``model`` from serving now (open, forced open, quota cooldown,
+    misconfigured). False when Redis is down: the workers fail open then, too."""
+    try:
+        return not store.snapshot(model).serving
+    except REDIS_FAILURES:
+        return False

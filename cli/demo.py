@@ -20,12 +20,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from breaker import BreakerStore, Event
+from breaker.factory import make_breaker_store
 from cli.client import TERMINAL, ApiClient, ApiClientError
 from cli.localstack import start_local_stack
 from cli.stack import free_port
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import make_breaker_store
 
 console = Console()
 
@@ -60,7 +60,7 @@ def run_demo(settings: Settings, *, prompts: int, profile: str, latency_scale: f
     client = ApiClient(info["api_url"], info["api_key"])
     catalogue = load_catalogue(settings.catalogue_path)
     breakers = make_breaker_store(settings.model_copy(update={"redis_url": info["redis_url"]}),
-                                  catalogue)
+                                  catalogue.models)
     try:
         return _run(client, breakers, prompts, " → ".join(catalogue.routes["default"].models))
     except ApiClientError as exc:

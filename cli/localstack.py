@@ -62,7 +62,7 @@ def start_local_stack(settings: Settings, *, api_port: int, workers: int = 1,
         if unkeyed and not settings.simulator_url:
             sim_port = free_port()
             stack.start("simulator", python_module(
-                "providers.simulator", "--host", "127.0.0.1", "--port", str(sim_port),
+                "simulator", "--host", "127.0.0.1", "--port", str(sim_port),
                 "--profile", profile, "--latency-scale", str(latency_scale)))
             sim_url = f"http://127.0.0.1:{sim_port}"
             stack.wait_http("simulator", f"{sim_url}/_sim/health")

@@ -111,53 +111,22 @@ def worker(
 
 @app.command()
 def scheduler() -> None:
-    """Run the dispatcher and the snapshot publisher (one active at a time; others stand by)."""
+    """Run the dispatcher, the snapshot publisher and webhook delivery (one active at a time;
+    others stand by)."""
     import logging
-    import threading
 
-    import redis
-
-    from breaker import VendorLimits, breaker_redis
-    from scheduler.dispatcher import Dispatcher, make_sender
-    from scheduler.publisher import SnapshotPublisher, WorkerLimits
-    from scheduler.quotas import LimitDefaults
-    from storage.db import make_engine, make_sessionmaker
+    from scheduler.process import SchedulerProcess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from api.breakers import is_red
-    from scheduler.health import make_breaker_store
-
     settings = settings_or_exit()
-    catalogue = catalogue_or_exit(settings)
-    breakers = make_breaker_store(settings, catalogue)
-    dispatcher = Dispatcher(
-        redis.Redis.from_url(settings.redis_url),
-        make_sessionmaker(make_engine(settings.database_url)),
-        make_sender(settings.redis_url),
-        buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
-        reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s,
-        job_lease_ms=int(settings.lease_s * 1000),
-        limits=VendorLimits(breaker_redis(settings.redis_url)), models=tuple(catalogue.models),
-        tenant_defaults=LimitDefaults.from_settings(settings),
-        limits_refresh_s=settings.tenant_limits_refresh_s, scan_limit=settings.dispatch_scan_limit)
-    publisher = SnapshotPublisher(
-        redis.Redis.from_url(settings.redis_url),
-        make_sessionmaker(make_engine(settings.database_url)),
-        catalogue, leader=lambda: dispatcher.leader,
-        unavailable=lambda model: is_red(breakers, model), period_s=settings.snapshot_interval_s,
-        limits=WorkerLimits(settings.vendor_rate_window_s, settings.vendor_slot_wait_s))
-    threading.Thread(target=publisher.run, name="imgq-snapshots", daemon=True).start()
+    process = SchedulerProcess.build(settings, catalogue_or_exit(settings))
 
     def _stop(*_: Any) -> None:
-        publisher.stop()
-        dispatcher.stop()
+        process.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    from scheduler.rollup import start_background
-
-    start_background(settings)  # webhook deliveries and the open-batch sweep, in a daemon thread
-    dispatcher.run()
+    process.run()
 
 
 @app.command()
@@ -185,7 +154,7 @@ def simulate(
     latency_scale: Annotated[float | None, typer.Option(help="Scale every latency.")] = None,
 ) -> None:
     """Run the vendor simulator: every vendor's wire format on one port, with failure profiles."""
-    from providers.simulator import serve
+    from simulator import serve
 
     serve(host, port, profile, latency_scale=latency_scale)
 
@@ -239,7 +208,7 @@ def _limit_options(rpm: str | None, max_queued: str | None, max_running: str | N
 
 
 def _print_limits(tenant: Any, settings: Any) -> None:
-    from scheduler.quotas import LimitDefaults, TenantLimits
+    from scheduler.tenants.quotas import LimitDefaults, TenantLimits
 
     limits = TenantLimits.resolve(tenant, LimitDefaults.from_settings(settings))
 
@@ -260,7 +229,7 @@ def _publish_running_cap(settings: Any, tenant: Any) -> None:
     """The dispatcher reloads caps every IMGQ_TENANT_LIMITS_REFRESH_S; this makes it at once."""
     import redis
 
-    from scheduler.quotas import set_running_cap
+    from scheduler.tenants.quotas import set_running_cap
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:

@@ -23,9 +23,9 @@ from rich.table import Column, Table
 
 from api import breakers
 from breaker import BreakerStore
+from breaker.factory import make_breaker_store
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, CatalogueError, load_catalogue
-from scheduler.health import make_breaker_store
 
 console = Console()
 errors = Console(stderr=True)
@@ -71,7 +71,7 @@ def _shared_store(settings: Settings, catalogue: Catalogue) -> BreakerStore:
         errors.print(f"[red]IMGQ_BREAKER_MODE is {settings.breaker_mode!r}: there is no shared "
                      "breaker to operate (each worker keeps its own, or none).[/]")
         raise typer.Exit(2)
-    return make_breaker_store(settings, catalogue)
+    return make_breaker_store(settings, catalogue.models)
 
 
 def _redis_down(settings: Settings, exc: Exception) -> typer.Exit:
@@ -148,7 +148,7 @@ def _breaker_states(settings: Settings, catalogue: Catalogue) -> dict[str, dict[
         return {model: dict(unknown) for model in catalogue.models}
     finally:
         client.close()
-    store = make_breaker_store(settings, catalogue)
+    store = make_breaker_store(settings, catalogue.models)
     return {model: breakers.status_fields(store, model) for model in catalogue.models}
 
 

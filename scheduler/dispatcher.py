@@ -4,10 +4,10 @@ Only one dispatcher is active at a time (a Redis lease); others wait on standby.
 (a job arrived, a job finished) and on a short timer, never floods Celery: capacity is the
 concurrency live workers advertise, minus jobs in flight, plus a small buffer so no worker idles.
 
-Every tick it also sweeps the job leases (``scheduler.leases``) and, every ``reconcile_every_s``,
+Every tick it also sweeps the job leases (``scheduler.queue.leases``) and, every ``reconcile_every_s``,
 heals Redis from the database (the waiting index, leases, and the tenants' queued and budget
 counters). Every ``limits_refresh_s`` it reloads the tenants' running caps, which the pop applies
-(``scheduler.quotas``). It rides out outages: each step that fails because PostgreSQL or
+(``scheduler.tenants.quotas``). It rides out outages: each step that fails because PostgreSQL or
 Redis is unreachable is logged once per outage and tried again on the next tick. When Redis comes
 back, or comes back empty (its generation marker is gone), it reconciles at once. While workers
 report that they cannot reach the database, it hands out nothing.
@@ -25,13 +25,13 @@ import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from breaker import VendorLimits
-from scheduler import capacity, keys
-from scheduler.index import DEFAULT_LEASE_MS, WaitingIndex
-from scheduler.leases import Leases, adopt_running, sweep
+from imagequeue import keys
 from scheduler.outages import OutageLog
-from scheduler.queue import reconcile
-from scheduler.quotas import (
+from scheduler.queue import heartbeats
+from scheduler.queue.index import DEFAULT_LEASE_MS, WaitingIndex
+from scheduler.queue.jobs import reconcile
+from scheduler.queue.leases import Leases, adopt_running, sweep
+from scheduler.tenants.quotas import (
     LimitDefaults,
     TenantCounters,
     budget_tenants,
@@ -39,6 +39,7 @@ from scheduler.quotas import (
     publish_running_caps,
 )
 from storage.models import utcnow
+from throttle import VendorLimits
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ class Dispatcher:
     def free_slots(self) -> int:
         if self.leases.database_unreachable():
             return 0  # workers cannot load jobs: hold them in the queue
-        total = sum(capacity.live_workers(self.redis).values())
+        total = sum(heartbeats.live_workers(self.redis).values())
         if total == 0:
             return 0
         return total + self.buffer - self.index.inflight_count()

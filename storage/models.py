@@ -80,7 +80,7 @@ class Tenant(Base):
     api_key_prefix: Mapped[str] = mapped_column(String(16))
     webhook_secret: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Limits (scheduler/quotas.py): NULL = the IMGQ_TENANT_* default; 0 = no limit.
+    # Limits (scheduler/tenants/quotas.py): NULL = the IMGQ_TENANT_* default; 0 = no limit.
     rpm: Mapped[int | None] = mapped_column(Integer)
     max_queued: Mapped[int | None] = mapped_column(Integer)
     max_running: Mapped[int | None] = mapped_column(Integer)

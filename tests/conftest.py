@@ -129,7 +129,7 @@ def simulator_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("sim") / "simulator.log"
     proc = spawn(
-        [sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
          "--profile", "healthy"],
         log=log,
     )

@@ -16,10 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from breaker import BreakerStore, Outcome
+from breaker.factory import make_breaker_store
 from cli.main import app
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import make_breaker_store
 from tests.conftest import REPO_ROOT, free_port
 
 GEMINI = "gemini-3-pro-image-preview"
@@ -41,7 +41,7 @@ def env(clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def store(env: str) -> BreakerStore:
     """An independent view of the shared breaker, built as workers build theirs."""
     settings = Settings()
-    return make_breaker_store(settings, load_catalogue(settings.catalogue_path))
+    return make_breaker_store(settings, load_catalogue(settings.catalogue_path).models)
 
 
 def imgq(*args: str) -> tuple[int, str, str]:
@@ -215,7 +215,7 @@ def test_tenant_create_with_limits_then_set_changes_only_those_given(database: s
                                                                     env: str) -> None:
     import redis
 
-    from scheduler.quotas import running_caps
+    from scheduler.tenants.quotas import running_caps
 
     code, out, _ = imgq("tenant", "create", "acme", "--rpm", "5", "--max-queued", "10",
                         "--budget-usd", "2.5", "--budget-period", "day")

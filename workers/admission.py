@@ -29,9 +29,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from breaker import BreakerStore, Decision, Outcome, Reason, VendorLimits
+from breaker import BreakerStore, Decision, Outcome, Reason
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from throttle import VendorLimits
 from workers.router import AttemptHooks
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,9 @@ from typing import Any
 
 from celery import Celery, signals
 
+from imagequeue import keys
 from imagequeue.settings import Settings
-from scheduler import capacity, keys
+from scheduler.queue import heartbeats
 from workers.context import WorkerContext
 from workers.runner import run_job
 
@@ -76,7 +77,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         errors = RepeatedErrors("worker heartbeat", log)
         while not _State.heartbeat_stop.is_set():
             try:
-                capacity.heartbeat(ctx.redis, name, slots, period_s * 3)
+                heartbeats.heartbeat(ctx.redis, name, slots, period_s * 3)
             except DEPENDENCY_ERRORS as exc:
                 outages.failed(exc)
             except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
@@ -85,7 +86,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
                 outages.succeeded(("redis",))
             _State.heartbeat_stop.wait(period_s)
         with contextlib.suppress(Exception):
-            capacity.forget(ctx.redis, name)
+            heartbeats.forget(ctx.redis, name)
 
     threading.Thread(target=beat, name="imgq-heartbeat", daemon=True).start()
     ctx.leases.start()

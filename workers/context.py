@@ -14,15 +14,17 @@ import httpx
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from breaker import BreakerStore, VendorLimits, breaker_redis
+from breaker import BreakerStore
+from breaker.factory import make_breaker_store
+from imagequeue.failopen import fail_open_redis
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
-from scheduler.health import make_breaker_store
-from scheduler.index import WaitingIndex
-from scheduler.leases import Leases
-from scheduler.quotas import TenantCounters
+from scheduler.queue.index import WaitingIndex
+from scheduler.queue.leases import Leases
+from scheduler.tenants.quotas import TenantCounters
 from storage.blobs import BlobStore, LocalBlobStore
 from storage.db import make_engine, make_sessionmaker
+from throttle import VendorLimits
 from workers.leases import LeaseKeeper
 
 
@@ -57,8 +59,8 @@ class WorkerContext:
             ),
             catalogue=catalogue,
             blobs=LocalBlobStore(settings.image_dir),
-            breaker=make_breaker_store(settings, catalogue),
-            limits=VendorLimits(breaker_redis(settings.redis_url)),
+            breaker=make_breaker_store(settings, catalogue.models),
+            limits=VendorLimits(fail_open_redis(settings.redis_url)),
             leases=LeaseKeeper(Leases(client, int(settings.lease_s * 1000)),
                                f"{socket.gethostname()}:{os.getpid()}",
                                settings.worker_heartbeat_s),

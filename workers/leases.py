@@ -12,8 +12,8 @@ import threading
 
 import redis
 
-from scheduler.leases import Leases
 from scheduler.outages import OutageLog
+from scheduler.queue.leases import Leases
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ message whose dispatch is stale, or whose job another live worker holds, is igno
 finds no model (all denied or failing) is parked (see ``workers.parking``) until its deadline,
 then fails with ``all_models_unavailable`` and the list of what was tried.
 
-Crash safety (``workers.journal``, ``workers.results``, ``scheduler.leases``): every call is on
+Crash safety (``workers.journal``, ``workers.results``, ``scheduler.queue.leases``): every call is on
 record before it is made, a paid image is kept before it is recorded, a write that fails because
 the database is unreachable is retried while the job keeps its lease, and a job that cannot be
 loaded goes back to its place in the queue.
@@ -29,9 +29,9 @@ from providers import call as call_provider
 from providers.base import GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
-from scheduler import telemetry
+from scheduler.batches.rollup import job_finished
+from scheduler.eta import telemetry
 from scheduler.outages import DATABASE_ERRORS
-from scheduler.rollup import job_finished
 from storage.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
 from workers import parking, results
 from workers.admission import Admission, LimitsConfig

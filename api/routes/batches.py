@@ -29,12 +29,12 @@ from api.schemas import ApiErrorResponse
 from api.services import Services
 from api.uploads import BodyTooLarge, spool_upload
 from api.zipstream import zip_stream
-from scheduler import webhooks
-from scheduler.batches import Batches, BatchOptions, BatchView, InvalidBatch, ResultRow
+from scheduler.batches.jsonl import BatchLimits, LineError, TooManyLines
+from scheduler.batches.service import Batches, BatchOptions, BatchView, InvalidBatch, ResultRow
 from scheduler.errors import InvalidJob
 from scheduler.idempotency import check_key
 from scheduler.ids import id_problem
-from scheduler.jsonl import BatchLimits, LineError, TooManyLines
+from scheduler.webhooks import outbox
 from storage.blobs import EXTENSIONS, BlobNotFound
 from storage.models import WebhookDelivery
 
@@ -64,7 +64,7 @@ def batches_of(svc: Services) -> Batches:
 
 def vet_webhook(svc: Services, url: str | None) -> None:
     if url is not None:
-        webhooks.vet_url(url, webhooks.WebhookPolicy.from_settings(svc.settings))
+        outbox.vet_url(url, outbox.WebhookPolicy.from_settings(svc.settings))
 
 
 def batch_out(view: BatchView, base_url: str, rejected: list[LineError] | None = None,
@@ -267,7 +267,7 @@ def list_deliveries(subject_id: Annotated[str, Query(description="A job or batch
     """Every webhook delivery for a job or batch, with each attempt's response or error."""
     query_id("subject_id", subject_id)
     with svc.sessions() as session:
-        found = webhooks.deliveries_for(session, tenant.id, subject_id)
+        found = outbox.deliveries_for(session, tenant.id, subject_id)
     return DeliveryListOut(data=[delivery_out(d) for d in found])
 
 
@@ -302,7 +302,7 @@ def install(app: FastAPI) -> None:
         return error_response(413, "batch_too_large", str(exc),
                               [{"field": field, "message": str(exc)}])
 
-    @app.exception_handler(webhooks.WebhookRefused)
-    async def _refused(_: Request, exc: webhooks.WebhookRefused) -> JSONResponse:
+    @app.exception_handler(outbox.WebhookRefused)
+    async def _refused(_: Request, exc: outbox.WebhookRefused) -> JSONResponse:
         return error_response(422, "invalid_request", str(exc),
                               [{"field": "webhook_url", "message": str(exc)}])

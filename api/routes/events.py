@@ -18,9 +18,9 @@ from api.deps import ServicesDep, TenantDep
 from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
 from api.services import Services
-from scheduler import capacity
-from scheduler.queue import JobView
-from scheduler.snapshot import read_snapshot
+from scheduler.eta.snapshot import read_snapshot
+from scheduler.queue import heartbeats
+from scheduler.queue.jobs import JobView
 from storage.models import JobStatus
 
 router = APIRouter(tags=["events"])
@@ -127,7 +127,7 @@ def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
     with svc.engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     snap = read_snapshot(svc.redis)
-    workers = capacity.live_workers(svc.redis)
+    workers = heartbeats.live_workers(svc.redis)
     depth = {lane: svc.queue.index.depth(lane) for lane in ("interactive", "bulk")}
     lanes: dict[str, Any] = {}
     ahead = 0

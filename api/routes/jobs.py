@@ -11,8 +11,8 @@ from api.deps import ServicesDep, TenantDep
 from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobOut
 from scheduler.errors import NotFound
 from scheduler.idempotency import check_key, hash_json
-from scheduler.queue import JobRequest, JobView
-from scheduler.webhooks import WebhookPolicy, vet_url
+from scheduler.queue.jobs import JobRequest, JobView
+from scheduler.webhooks.outbox import WebhookPolicy, vet_url
 from storage.blobs import BlobNotFound
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])

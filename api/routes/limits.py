@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from api.deps import ServicesDep, TenantDep
 from api.ratelimit import STATE_KEY, RateState
 from api.schemas import ApiErrorResponse
-from scheduler.quotas import TenantLimits, period_end
+from scheduler.tenants.quotas import TenantLimits, period_end
 from storage.models import utcnow
 
 router = APIRouter(prefix="/v1/limits", tags=["limits"])

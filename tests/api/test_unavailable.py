@@ -226,8 +226,8 @@ def test_postgres_down(up: Outage) -> None:
 
 
 def test_redis_down(up: Outage) -> None:
-    from scheduler.index import WaitingIndex
-    from scheduler.queue import reconcile
+    from scheduler.queue.index import WaitingIndex
+    from scheduler.queue.jobs import reconcile
     from storage.db import make_engine, make_sessionmaker
 
     outage = up

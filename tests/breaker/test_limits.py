@@ -8,9 +8,10 @@ import uuid
 
 import redis
 
-from breaker import VendorLimits, breaker_redis
+from imagequeue.failopen import fail_open_redis
 from tests.breaker.conftest import Clock
 from tests.conftest import free_port
+from throttle import VendorLimits
 
 MODEL = "flux-2-pro"
 
@@ -124,7 +125,7 @@ def test_callers_that_wait_as_told_are_spaced_on_the_redis_clock(
 
 
 def test_limits_fail_open_when_redis_is_unreachable() -> None:
-    unreachable = breaker_redis(f"redis://127.0.0.1:{free_port()}/15")
+    unreachable = fail_open_redis(f"redis://127.0.0.1:{free_port()}/15")
     limits = VendorLimits(unreachable)
     assert limits.acquire(MODEL, limit=1, holder_id="a", ttl_s=10)
     assert limits.acquire(MODEL, limit=1, holder_id="b", ttl_s=10)

@@ -24,7 +24,7 @@ from breaker import (
     Reason,
     RedisBreakerStore,
 )
-from breaker.connection import breaker_redis
+from imagequeue.failopen import fail_open_redis
 from tests.breaker.conftest import SMALL_POLICY
 from tests.conftest import REPO_ROOT, free_port
 
@@ -137,7 +137,7 @@ def allow_errors_counted() -> float:
 def test_an_unreachable_redis_fails_open_counts_and_warns_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    unreachable = breaker_redis(f"redis://127.0.0.1:{free_port()}/15")
+    unreachable = fail_open_redis(f"redis://127.0.0.1:{free_port()}/15")
     store = RedisBreakerStore(unreachable, lambda _m: SMALL_POLICY)
     counted_before = allow_errors_counted()
     with caplog.at_level(logging.WARNING, logger="breaker"):
@@ -154,7 +154,7 @@ def test_an_unreachable_redis_fails_open_counts_and_warns_once(
 def test_the_package_imports_none_of_the_application() -> None:
     forbidden = ["celery", "sqlalchemy", "providers", "storage", "workers", "scheduler", "api"]
     code = (
-        "import sys, breaker, breaker.limits\n"
+        "import sys, breaker, throttle.limits\n"
         f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {forbidden!r})\n"
         "print(','.join(loaded))"
     )

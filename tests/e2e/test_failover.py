@@ -19,9 +19,9 @@ import pytest
 import redis
 
 from breaker import BreakerState, RedisBreakerStore
+from breaker.factory import policy_source
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import policy_source
 from storage.db import migrate
 from tests.conftest import _drop_everything, free_port, spawn, stop
 from tests.stack import RunningStack, fast_catalogue, start_stack
@@ -86,7 +86,7 @@ def breaker_store(stack: RunningStack) -> RedisBreakerStore:
         k.removeprefix("IMGQ_").lower(): v for k, v in stack.env.items() if k.startswith("IMGQ_")})
     catalogue = load_catalogue(settings.catalogue_path)
     return RedisBreakerStore(redis.Redis.from_url(settings.redis_url),
-                             policy_source(settings, catalogue))
+                             policy_source(settings, catalogue.models))
 
 
 @pytest.fixture(scope="module")

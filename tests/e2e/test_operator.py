@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from breaker import BreakerStore, Outcome, keys
+from breaker.factory import make_breaker_store
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import make_breaker_store
 from storage.db import migrate
 from tests.conftest import free_port, spawn, stop, wait_http
 from tests.stack import RunningStack, start_stack
@@ -65,7 +65,7 @@ def tenant_key(stack: RunningStack) -> str:
 def store(stack: RunningStack) -> BreakerStore:
     """The shared breaker as another worker sees it."""
     settings = Settings(redis_url=stack.env["IMGQ_REDIS_URL"])
-    return make_breaker_store(settings, load_catalogue())
+    return make_breaker_store(settings, load_catalogue().models)
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,12 @@ import httpx
 import pytest
 import redis
 
+from imagequeue import keys
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler import keys, telemetry
-from scheduler.index import WaitingIndex
-from scheduler.queue import JobQueue, JobRequest
+from scheduler.eta import telemetry
+from scheduler.queue.index import WaitingIndex
+from scheduler.queue.jobs import JobQueue, JobRequest
 from storage.db import make_engine, make_sessionmaker, migrate
 from storage.models import Job
 from storage.tenants import tenant_for_api_key

@@ -23,8 +23,8 @@ import redis
 from sqlalchemy import select
 
 from providers.catalogue import load_catalogue
-from scheduler.index import WaitingIndex
-from scheduler.quotas import running_caps
+from scheduler.queue.index import WaitingIndex
+from scheduler.tenants.quotas import running_caps
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Job, Tenant
 from tests.e2e.conftest import stack_on_each_database

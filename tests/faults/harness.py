@@ -127,7 +127,7 @@ class FaultLab:
         port = free_port()
         self.simulator_url = f"http://127.0.0.1:{port}"
         self.simulator = spawn(
-            [sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1", "--port", str(port),
+            [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port),
              "--profile", "healthy"], log=self.root / "simulator.log")
         wait_http(f"{self.simulator_url}/_sim/health", proc=self.simulator)
         self.client = redis.Redis.from_url(self.redis.url)

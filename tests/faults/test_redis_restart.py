@@ -21,11 +21,11 @@ from breaker import (
     ModelHealth,
     Outcome,
     RedisBreakerStore,
-    breaker_redis,
 )
+from breaker.factory import policy_source
+from imagequeue.failopen import fail_open_redis
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from scheduler.health import policy_source
 from tests.conftest import _missing
 from tests.faults.harness import PrivateRedis
 
@@ -53,9 +53,9 @@ def store(server: PrivateRedis) -> Iterator[RedisBreakerStore]:
                         breaker_mode="shared", breaker_minimum_calls=MINIMUM_CALLS,
                         breaker_failure_rate_threshold=0.5, breaker_window_s=60,
                         breaker_open_duration_s=OPEN_DURATION_S)
-    client = breaker_redis(redis_url)
+    client = fail_open_redis(redis_url)
     try:
-        yield RedisBreakerStore(client, policy_source(settings, load_catalogue()))
+        yield RedisBreakerStore(client, policy_source(settings, load_catalogue().models))
     finally:
         client.close()
 

@@ -9,7 +9,7 @@ from statistics import NormalDist
 
 import pytest
 
-from scheduler.eta import (
+from scheduler.eta.forecast import (
     EtaCurve,
     LatencyModel,
     ModelEstimate,

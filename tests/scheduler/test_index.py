@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from scheduler.index import IndexEntry, WaitingIndex
+from scheduler.queue.index import IndexEntry, WaitingIndex
 
 
 @pytest.fixture()

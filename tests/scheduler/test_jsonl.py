@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from scheduler.jsonl import BatchLimits, JobLine, TooManyLines, numbered_lines, parse_line
+from scheduler.batches.jsonl import BatchLimits, JobLine, TooManyLines, numbered_lines, parse_line
 
 LIMITS = BatchLimits(max_lines=5, max_prompt_chars=50, max_images_per_job=4)
 

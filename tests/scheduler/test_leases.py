@@ -11,13 +11,13 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from breaker import VendorLimits
-from scheduler import keys
-from scheduler.index import IndexEntry, WaitingIndex
-from scheduler.leases import Leases, adopt_running, sweep
+from imagequeue import keys
+from scheduler.queue.index import IndexEntry, WaitingIndex
+from scheduler.queue.leases import Leases, adopt_running, sweep
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Job, JobStatus, Tenant
 from storage.tenants import create_tenant
+from throttle import VendorLimits
 
 LEASE_MS = 300
 

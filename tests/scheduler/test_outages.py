@@ -16,9 +16,10 @@ import redis
 from sqlalchemy import create_engine
 from sqlalchemy import exc as sa_exc
 
-from scheduler import rollup, webhooks
+from scheduler.batches import rollup
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors, dependency_of
-from scheduler.webhooks import WebhookPolicy, WebhookSender
+from scheduler.webhooks import outbox
+from scheduler.webhooks.outbox import WebhookPolicy, WebhookSender
 from storage.db import make_sessionmaker, migrate
 from storage.models import WebhookDelivery
 from storage.tenants import create_tenant
@@ -203,7 +204,7 @@ def test_the_webhook_loop_rides_out_a_database_outage_and_resumes_by_itself(
         migrate(url)
         with sessions.begin() as session:
             tenant, _ = create_tenant(session, "outage")
-            delivery = webhooks.enqueue(session, tenant_id=tenant.id, event_type="job.succeeded",
+            delivery = outbox.enqueue(session, tenant_id=tenant.id, event_type="job.succeeded",
                                         subject_id="job-1", url="http://10.0.0.5/hook", data={})
         delivery_id = delivery.id
 
@@ -228,7 +229,7 @@ def test_the_open_batch_sweep_never_raises_and_logs_an_outage_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"sqlite:///{tmp_path / 'later' / 'imgq.db'}"
     sweep = rollup.periodic_sweep(make_sessionmaker(create_engine(url)), "http://x", every_s=0.0)
-    caplog.set_level(logging.INFO, logger="scheduler.rollup")
+    caplog.set_level(logging.INFO, logger="scheduler.batches.rollup")
 
     for _ in range(10):
         sweep()  # the database is not there: no exception

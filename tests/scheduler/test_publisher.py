@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from imagequeue import keys
 from providers.catalogue import load_catalogue
-from scheduler import capacity, keys, telemetry
-from scheduler.publisher import SlotUsage, SnapshotPublisher
-from scheduler.telemetry import WALK_SAMPLES, LatencySample, RouteWalk, RunningInfo
+from scheduler.eta import telemetry
+from scheduler.eta.publisher import SlotUsage, SnapshotPublisher
+from scheduler.eta.telemetry import WALK_SAMPLES, LatencySample, RouteWalk, RunningInfo
+from scheduler.queue import heartbeats
 
 
 def walks(duration_end_s: list[tuple[float, float]]) -> list[RouteWalk]:
@@ -103,7 +105,7 @@ def publisher(clean_redis: str, tmp_path: Path) -> SnapshotPublisher:
 
 
 def test_dispatched_jobs_not_yet_calling_hold_the_slots(publisher: SnapshotPublisher) -> None:
-    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    heartbeats.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
     idle_start_s, _ = publisher.build_curve().at(0)
     now_ms = int(time.time() * 1000)
     publisher.redis.zadd(keys.INFLIGHT, {"job-1": now_ms, "job-2": now_ms})
@@ -113,7 +115,7 @@ def test_dispatched_jobs_not_yet_calling_hold_the_slots(publisher: SnapshotPubli
 
 
 def test_a_job_in_a_vendor_call_is_not_counted_twice(publisher: SnapshotPublisher) -> None:
-    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    heartbeats.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
     route = load_catalogue().routes["default"].models
     publisher.redis.zadd(keys.INFLIGHT, {"job-1": int(time.time() * 1000)})
     telemetry.mark_attempt(publisher.redis, "job-1", route, 0, time.time())
@@ -125,7 +127,7 @@ def test_a_job_in_a_vendor_call_is_not_counted_twice(publisher: SnapshotPublishe
 
 
 def test_vendor_limits_carry_the_calls_started_within_the_rate_window() -> None:
-    from scheduler.publisher import WorkerLimits, model_estimates
+    from scheduler.eta.publisher import WorkerLimits, model_estimates
 
     catalogue = load_catalogue()
     model = catalogue.routes["default"].models[0]
@@ -147,7 +149,7 @@ def test_vendor_limits_carry_the_calls_started_within_the_rate_window() -> None:
 
 def test_a_job_handed_to_a_worker_reads_as_starting_now_with_its_finish_eta(
         publisher: SnapshotPublisher) -> None:
-    from scheduler.queue import JobQueue, JobRequest
+    from scheduler.queue.jobs import JobQueue, JobRequest
     from storage.tenants import create_tenant
 
     with publisher.sessions.begin() as session:
@@ -155,7 +157,7 @@ def test_a_job_handed_to_a_worker_reads_as_starting_now_with_its_finish_eta(
         tenant_id = tenant.id
     queue = JobQueue(publisher.sessions, publisher.index, publisher.catalogue)
     job = queue.submit(tenant_id, JobRequest(prompt="a kite"))
-    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    heartbeats.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
     publisher.publish_once()
     waiting = queue.get(tenant_id, job.id)
     assert (waiting.queue_position, waiting.eta_start_s) == (0, 0.0)
@@ -175,7 +177,7 @@ def test_a_job_handed_to_a_worker_reads_as_starting_now_with_its_finish_eta(
 
 def test_a_job_past_its_walk_holds_no_call_and_is_not_dispatched_again(
         publisher: SnapshotPublisher) -> None:
-    capacity.heartbeat(publisher.redis, "w1", 1, ttl_s=30)
+    heartbeats.heartbeat(publisher.redis, "w1", 1, ttl_s=30)
     route = load_catalogue().routes["default"].models
     publisher.redis.zadd(keys.INFLIGHT, {"job-1": int(time.time() * 1000)})
     telemetry.mark_attempt(publisher.redis, "job-1", route, 0, time.time() - 1.0)
@@ -203,7 +205,7 @@ def test_a_walk_that_ended_after_the_moment_measured_is_not_counted_twice() -> N
 
 def test_a_new_publisher_starts_from_the_last_published_overhead(
         publisher: SnapshotPublisher) -> None:
-    capacity.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
+    heartbeats.heartbeat(publisher.redis, "w1", 2, ttl_s=30)
     publisher.slot_usage.overhead_s = 0.042
     publisher.publish_once()
     standby = SnapshotPublisher(publisher.redis, publisher.sessions, publisher.catalogue)

@@ -14,10 +14,10 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import keys
-from scheduler.index import IndexEntry, WaitingIndex
-from scheduler.leases import Leases, adopt_running, sweep
-from scheduler.quotas import (
+from imagequeue import keys
+from scheduler.queue.index import IndexEntry, WaitingIndex
+from scheduler.queue.leases import Leases, adopt_running, sweep
+from scheduler.tenants.quotas import (
     LimitDefaults,
     LimitExceeded,
     TenantCounters,
@@ -256,7 +256,7 @@ def test_after_a_flush_running_jobs_count_against_their_tenant_again(
     assert index.take(2)[0] == running
     client.flushdb()  # Redis lost everything; the database still says two are running
 
-    from scheduler.queue import reconcile
+    from scheduler.queue.jobs import reconcile
 
     assert reconcile(sessions, index) == 1
     assert adopt_running(sessions, leases) == 2

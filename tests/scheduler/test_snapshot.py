@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from scheduler.eta import EtaCurve
-from scheduler.snapshot import Snapshot
+from scheduler.eta.forecast import EtaCurve
+from scheduler.eta.snapshot import Snapshot
 
 
 def snapshot(age_s: float, dispatch_count: int) -> Snapshot:

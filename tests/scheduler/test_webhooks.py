@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import webhooks
-from scheduler.webhooks import WebhookPolicy, WebhookRefused, WebhookSender, vet_url
+from scheduler.webhooks import outbox
+from scheduler.webhooks.outbox import WebhookPolicy, WebhookRefused, WebhookSender, vet_url
 from storage.db import make_engine, make_sessionmaker
 from storage.models import WebhookDelivery
 from storage.tenants import create_tenant
@@ -84,7 +84,7 @@ def test_the_request_goes_to_the_vetted_address_keeping_host_and_tls_name() -> N
         return ["93.184.215.14"]
 
     target = vet_url("https://hooks.example:8443/in?x=1", WebhookPolicy(), resolve)
-    request = webhooks.pinned_request(target, b"{}", {"webhook-id": "msg_1"})
+    request = outbox.pinned_request(target, b"{}", {"webhook-id": "msg_1"})
     with httpx.Client(transport=httpx.MockTransport(
             lambda r: seen.append(r) or httpx.Response(204))) as client:
         client.send(request)
@@ -143,7 +143,7 @@ def queue_delivery(sessions: sessionmaker[Session], url: str) -> tuple[str, str]
     """A tenant and one pending delivery to ``url``; returns (delivery id, tenant secret)."""
     with sessions.begin() as session:
         tenant, _ = create_tenant(session, f"t-{time.monotonic_ns()}")
-        delivery = webhooks.enqueue(session, tenant_id=tenant.id, event_type="batch.completed",
+        delivery = outbox.enqueue(session, tenant_id=tenant.id, event_type="batch.completed",
                                     subject_id="batch_1", url=url, data={"id": "batch_1"})
         session.flush()
         return delivery.id, tenant.webhook_secret

@@ -9,9 +9,10 @@ from dataclasses import replace
 import pytest
 import redis
 
-from breaker import BreakerPolicy, InMemoryBreakerStore, VendorLimits
+from breaker import BreakerPolicy, InMemoryBreakerStore
 from providers.catalogue import ModelSpec, load_catalogue
 from tests.breaker.conftest import Clock
+from throttle import VendorLimits
 
 POLICY = BreakerPolicy(window_s=10, minimum_calls=4, open_duration_s=5.0, half_open_probes=2,
                        slow_call_threshold_s=60.0, quota_default_cooldown_s=30.0,

@@ -7,12 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from breaker import BreakerState, InMemoryBreakerStore, VendorLimits
+from breaker import BreakerState, InMemoryBreakerStore
 from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
 from tests.breaker.conftest import Clock
 from tests.workers.conftest import POLICY
+from throttle import VendorLimits
 from workers.admission import Admission, LimitsConfig
 from workers.router import SKIPPED, SUCCESS, walk
 

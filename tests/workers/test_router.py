@@ -6,7 +6,7 @@ from __future__ import annotations
 from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import Catalogue, ModelSpec, Route, load_catalogue
 from providers.errors import ErrorClass, ProviderError
-from scheduler.queue import PINNED_ROUTE
+from scheduler.queue.jobs import PINNED_ROUTE
 from workers.router import SKIPPED, SUCCESS, candidates, walk
 
 

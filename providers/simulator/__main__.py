@@ -1,3 +1,0 @@
-from providers.simulator.server import main
-
-main()

@@ -1,0 +1,1 @@
+"""Bulk batches: JSONL parsing, accepting and listing batches, and their progress roll-up."""

@@ -1,0 +1,190 @@
+"""A batch's progress in one GROUP BY, and its completion: the moment its last job ends.
+
+Completion is detected by whoever ends a job (the worker, via ``job_finished``; the API when a
+cancel empties the queue; a sweep in the scheduler as a safety net) with one index seek on
+(batch_id, status). Exactly one caller wins the conditional update that marks the batch done, and
+that caller queues the ``batch.completed`` webhook in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
+from scheduler.webhooks import outbox
+from storage.models import Batch, Job, JobStatus, WebhookDelivery, utcnow
+
+log = logging.getLogger(__name__)
+
+IN_PROGRESS, CANCELING = "in_progress", "canceling"
+COMPLETED, FAILED, CANCELED = "completed", "failed", "canceled"
+OPEN_STATUSES = (IN_PROGRESS, CANCELING)
+UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+@dataclass(frozen=True)
+class RequestCounts:
+    total: int = 0
+    queued: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0  # includes jobs that expired while waiting
+    canceled: int = 0
+
+    @property
+    def unfinished(self) -> int:
+        return self.queued + self.running
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    counts: RequestCounts
+    served_by: dict[str, int] = field(default_factory=dict)
+    degraded: int = 0
+    cost_usd: float = 0.0
+
+
+def progress(session: Session, batch_id: str) -> BatchProgress:
+    """Counts by status, jobs served per model, degraded count and cost: one GROUP BY."""
+    rows = session.execute(
+        select(Job.status, Job.served_by, Job.degraded, func.count(), func.sum(Job.cost_usd))
+        .where(Job.batch_id == batch_id)
+        .group_by(Job.status, Job.served_by, Job.degraded)).all()
+    by_status: Counter[str] = Counter()
+    served: Counter[str] = Counter()
+    degraded, cost_usd = 0, 0.0
+    for status, served_by, is_degraded, count, cost in rows:
+        by_status["failed" if status == JobStatus.EXPIRED.value else status] += count
+        if served_by:
+            served[served_by] += count
+        if is_degraded:
+            degraded += count
+        cost_usd += float(cost or 0.0)
+    counts = RequestCounts(total=sum(by_status.values()), **{
+        name: by_status[name] for name in ("queued", "running", "succeeded", "failed", "canceled")})
+    return BatchProgress(counts, dict(served), degraded, round(cost_usd, 6))
+
+
+def has_unfinished_jobs(session: Session, batch_id: str) -> bool:
+    return session.scalar(select(Job.id).where(Job.batch_id == batch_id,
+                                               Job.status.in_(UNFINISHED)).limit(1)) is not None
+
+
+def final_status(stored: str, counts: RequestCounts) -> str:
+    if stored == CANCELING:
+        return CANCELED
+    return FAILED if counts.total and counts.succeeded == 0 else COMPLETED
+
+
+def finalize_if_done(sessions: sessionmaker[Session], batch_id: str, public_base_url: str) -> bool:
+    """Mark the batch finished if no job is queued or running; True if this call did it."""
+    with sessions.begin() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.status not in OPEN_STATUSES:
+            return False
+        if has_unfinished_jobs(session, batch_id):
+            return False
+        state = progress(session, batch_id)
+        status = final_status(batch.status, state.counts)
+        won = session.execute(
+            update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
+            .values(status=status, completed_at=utcnow())
+        ).rowcount  # type: ignore[attr-defined]
+        if won and batch.webhook_url:
+            outbox.enqueue(session, tenant_id=batch.tenant_id, event_type=f"batch.{status}",
+                             subject_id=batch_id, url=batch.webhook_url,
+                             data=batch_event_data(batch, status, state, public_base_url))
+        return bool(won)
+
+
+def batch_event_data(batch: Batch, status: str, state: BatchProgress,
+                     public_base_url: str) -> dict[str, Any]:
+    c = state.counts
+    return {"id": batch.id, "object": "batch", "status": status,
+            "request_counts": {"total": c.total, "succeeded": c.succeeded, "failed": c.failed,
+                               "canceled": c.canceled},
+            "served_by": state.served_by, "degraded": state.degraded, "cost_usd": state.cost_usd,
+            "results_url": f"{public_base_url}/v1/batches/{batch.id}/results",
+            # The batch's own metadata; each line's is on its job and in the results.
+            "metadata": batch.metadata_ or {}}
+
+
+def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: str) -> None:
+    """After a job ends: queue its own webhook, and complete its batch if it was the last job.
+
+    Called by the worker after the job's terminal write; it never raises (a failure here must not
+    fail the job), and the scheduler's sweep completes any batch it missed.
+    """
+    try:
+        with sessions.begin() as session:
+            job = session.get(Job, job_id)
+            if job is None or not JobStatus(job.status).is_terminal:
+                return
+            batch_id = job.batch_id
+            if job.webhook_url and not _already_queued(session, job.id):
+                outbox.enqueue(session, tenant_id=job.tenant_id,
+                                 event_type=f"job.{job.status}", subject_id=job.id,
+                                 url=job.webhook_url, data=job_event_data(job, public_base_url))
+        if batch_id is not None:
+            finalize_if_done(sessions, batch_id, public_base_url)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("completion hook failed for job %s", job_id)
+
+
+def _already_queued(session: Session, subject_id: str) -> bool:
+    return session.scalar(select(WebhookDelivery.id)
+                          .where(WebhookDelivery.subject_id == subject_id).limit(1)) is not None
+
+
+def job_event_data(job: Job, public_base_url: str) -> dict[str, Any]:
+    error = ({"type": job.error_type, "message": job.error_message}
+             if job.error_type else None)
+    return {"id": job.id, "object": "job", "status": job.status, "custom_id": job.custom_id,
+            "served_by": job.served_by, "degraded": job.degraded, "cost_usd": job.cost_usd,
+            "images": [f"{public_base_url}/v1/jobs/{job.id}/images/{k}"
+                       for k in range(len(job.images or []))],
+            "error": error, "metadata": job.metadata_ or {}}
+
+
+def sweep_open_batches(sessions: sessionmaker[Session], public_base_url: str,
+                       limit: int = 200) -> int:
+    """Complete open batches whose last job ended without the hook running (crash, expiry)."""
+    with sessions() as session:
+        open_ids = list(session.scalars(select(Batch.id).where(Batch.status.in_(OPEN_STATUSES))
+                                        .order_by(Batch.created_at).limit(limit)))
+    return sum(finalize_if_done(sessions, batch_id, public_base_url) for batch_id in open_ids)
+
+
+def periodic_sweep(sessions: sessionmaker[Session], public_base_url: str,
+                   every_s: float = 10.0) -> Callable[[], None]:
+    """``sweep_open_batches`` at most every ``every_s``, for a loop to call on each pass. It never
+    raises: a database outage is logged when it starts and when it ends (the sweep tried again
+    every ``every_s`` meanwhile), any other failure once a minute at most."""
+    last_sweep_s: float | None = None
+    outages = OutageLog("open-batch sweep", log, backoff_s=every_s)
+    errors = RepeatedErrors("open-batch sweep", log)
+
+    def sweep() -> None:
+        nonlocal last_sweep_s
+        if last_sweep_s is not None and time.monotonic() - last_sweep_s < every_s:
+            return
+        last_sweep_s = time.monotonic()
+        try:
+            sweep_open_batches(sessions, public_base_url)
+        except DEPENDENCY_ERRORS as exc:
+            outages.failed(exc)
+        except Exception as exc:  # noqa: BLE001 - the next sweep may do better
+            errors.error(exc)
+        else:
+            outages.succeeded(("database",))
+
+    return sweep
+

@@ -1,0 +1,1 @@
+"""Tenant limits: queued jobs, jobs running, spend per day and month (one Lua admission)."""
