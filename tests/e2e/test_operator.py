@@ -12,8 +12,9 @@ import httpx
 import pytest
 import redis
 
-from breaker import BreakerStore, Outcome, keys
+from breaker import BreakerStore, Outcome
 from breaker.factory import make_breaker_store
+from imagequeue import keys
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
 from storage.db import migrate
