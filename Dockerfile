@@ -7,7 +7,9 @@ COPY cli ./cli
 COPY imagequeue ./imagequeue
 COPY providers ./providers
 COPY scheduler ./scheduler
+COPY simulator ./simulator
 COPY storage ./storage
+COPY throttle ./throttle
 COPY workers ./workers
 RUN pip install --no-cache-dir .
 ENTRYPOINT ["imgq"]

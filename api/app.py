@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from api import bodies, errors, ratelimit
 from api.routes import admin, batches, events, jobs, limits, ops
 from api.services import Services
+from api.snapshots import SnapshotListener
 from imagequeue.settings import Settings
 
 
@@ -19,8 +20,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = Services.build(settings)
-        yield
-        app.state.services.close()
+        app.state.snapshots = SnapshotListener(settings.redis_url, settings.redis_timeout_s)
+        app.state.snapshots.start()  # wakes the event streams (api/snapshots.py)
+        try:
+            yield
+        finally:
+            await app.state.snapshots.stop()
+            app.state.services.close()
 
     app = FastAPI(
         title="imagequeue",

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from storage.models import BatchStatus
+
 
 class RequestCountsOut(BaseModel):
     total: int
@@ -49,7 +51,7 @@ class RejectedLineOut(BaseModel):
 class BatchOut(BaseModel):
     id: str
     object: Literal["batch"] = "batch"
-    status: Literal["validating", "in_progress", "completed", "failed", "canceling", "canceled"]
+    status: BatchStatus
     created_at: datetime
     completed_at: datetime | None
     request_counts: RequestCountsOut

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 
 # The one definition of a valid job (and so the OpenAPI schema of POST /v1/jobs' body).
 from scheduler.job_spec import JobCreate as JobCreate
+from storage.models import JobStatus
 
 
 class ErrorBody(BaseModel):
@@ -39,7 +40,7 @@ class AttemptOut(BaseModel):
 class JobOut(BaseModel):
     id: str
     object: Literal["job"] = "job"
-    status: str
+    status: JobStatus
     prompt: str
     size: str
     n: int

@@ -54,8 +54,6 @@ class Services:
         sessions = make_sessionmaker(engine)
         client = api_redis(settings)
         catalogue = load_catalogue(settings.catalogue_path)
-        if settings.simulator_url:
-            catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
         defaults = LimitDefaults.from_settings(settings)
         counters = TenantCounters(client, defaults)
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,

@@ -1,6 +1,6 @@
 """Breaker latency: one allow + one record, as a worker does around every vendor call.
 
-    python benchmarks/breaker_latency.py --redis-url redis://127.0.0.1:6379/15
+    python -m benchmarks.breaker_latency --redis-url redis://127.0.0.1:6379/15
 
 Prints p50/p99 per operation for the shared Redis store (each operation one EVALSHA round
 trip) and, for comparison, the in-process store ("one breaker per process"). The benchmark
@@ -11,21 +11,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from breaker import (  # noqa: E402
+from breaker import (
     BreakerPolicy,
     BreakerStore,
     InMemoryBreakerStore,
     Outcome,
     RedisBreakerStore,
 )
-from imagequeue.failopen import fail_open_redis  # noqa: E402
+from imagequeue.failopen import fail_open_redis
 
 PREFIX = "imgq:v1:bench:breaker"
 

@@ -1,7 +1,7 @@
 """Breaker outage benchmark: what a dead model costs with a shared breaker, one breaker per
 worker process, and no breaker at all.
 
-    python benchmarks/breaker_outage.py [--database-url postgresql+psycopg://...] [--jobs 120]
+    python -m benchmarks.breaker_outage [--database-url postgresql+psycopg://...] [--jobs 120]
 
 Each mode starts the real stack (API, dispatcher, 4 Celery worker processes) against the vendor
 simulator, where gemini-3-pro-image-preview (the head of the default route) answers 100 % 503.
@@ -9,7 +9,7 @@ Jobs are submitted at a steady rate; the simulator's call log counts the calls s
 model. Latencies are scaled down (about 0.2 s a call) and the breaker's window and open period
 shortened to match, so the three runs take a couple of minutes. Everything is on loopback: a
 private redis-server, the simulator and the stack are started here and stopped at the end.
-The last table is ``benchmarks/breaker_latency.py`` (allow + record) against the same Redis.
+The last table is ``benchmarks.breaker_latency`` (allow + record) against the same Redis.
 """
 
 from __future__ import annotations
@@ -26,21 +26,15 @@ from typing import Any
 import httpx
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import breaker_latency
+from cli.lab.stack import fast_catalogue, sim_calls, sim_profile, start_stack
+from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http
+from storage.db import drop_schema, migrate
 
-from benchmarks import breaker_latency  # noqa: E402
-from storage.db import migrate  # noqa: E402
-from tests.conftest import _drop_everything, free_port, spawn, stop, wait_http  # noqa: E402
-from tests.e2e.test_failover import (  # noqa: E402
-    MODEL_A,
-    capped_catalogue,
-    sim_calls,
-    sim_profile,
-)
-from tests.stack import start_private_redis, start_stack  # noqa: E402
-
+MODEL_A = "gemini-3-pro-image-preview"  # the head of the default route
 MODES = ("shared", "local", "off")
 WORKERS = 4
+CAP = 2  # concurrent calls per model, cluster-wide
 BREAKER_ENV = {
     "IMGQ_BREAKER_WINDOW_S": "10", "IMGQ_BREAKER_MINIMUM_CALLS": "4",
     "IMGQ_BREAKER_OPEN_DURATION_S": "5", "IMGQ_BREAKER_HALF_OPEN_PROBES": "2",
@@ -63,13 +57,13 @@ def run_mode(mode: str, work: Path, database_url: str, redis_url: str, simulator
     if database_url.startswith("sqlite"):
         database_url = f"sqlite:///{work / f'{mode}.db'}"
     else:
-        _drop_everything(database_url)
+        drop_schema(database_url)
     migrate(database_url)
     httpx.post(f"{simulator_url}/_sim/reset", timeout=5).raise_for_status()
     sim_profile(simulator_url, outage_on=MODEL_A)
     (work / mode).mkdir()
     env = {**BREAKER_ENV, "IMGQ_BREAKER_MODE": mode,
-           "IMGQ_CATALOGUE_PATH": str(capped_catalogue(work))}
+           "IMGQ_CATALOGUE_PATH": str(fast_catalogue(work, cap=CAP))}
     stack = start_stack(work / mode, database_url=database_url, redis_url=redis_url,
                         simulator_url=simulator_url, image_dir=work / mode / "images",
                         extra_env=env, workers=WORKERS, concurrency=4)
@@ -92,7 +86,7 @@ def run_mode(mode: str, work: Path, database_url: str, redis_url: str, simulator
     finally:
         stack.stop_all()
         if not database_url.startswith("sqlite"):
-            _drop_everything(database_url)
+            drop_schema(database_url)
     done = list(finished.values())
     latencies_s = [seconds_between(j["created_at"], j["finished_at"]) for j in done
                    if j["status"] == "succeeded"]
@@ -112,7 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="imgq-outage-") as tmp:
         work = Path(tmp)
-        redis_server, redis_url = start_private_redis(work)
+        redis_server = RedisServer(work / "redis.log").start()
+        redis_url = redis_server.url
         sim_port = free_port()
         simulator = spawn([sys.executable, "-m", "simulator", "--host", "127.0.0.1",
                            "--port", str(sim_port), "--profile", "healthy"],
@@ -132,8 +127,8 @@ def main() -> None:
             print()
             breaker_latency.main(["--redis-url", redis_url, "--iterations", "3000"])
         finally:
-            stop(simulator)
-            stop(redis_server)
+            stop_process(simulator)
+            redis_server.stop()
 
 
 if __name__ == "__main__":

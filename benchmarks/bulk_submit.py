@@ -5,8 +5,8 @@ database that is emptied first; one JSONL batch is POSTed and timed from the fir
 the 202 (rows committed, job ids in the waiting index). Peak memory is the API process's VmHWM
 from /proc, minus its resident size before the upload. No worker runs: this measures submit only.
 
-    python benchmarks/bulk_submit.py                       # 10,000 and 50,000 lines, SQLite
-    python benchmarks/bulk_submit.py --sizes 50000 --database-url postgresql+psycopg://...
+    python -m benchmarks.bulk_submit                       # 10,000 and 50,000 lines, SQLite
+    python -m benchmarks.bulk_submit --sizes 50000 --database-url postgresql+psycopg://...
 
 Goal: >= 5,000 jobs/s accepted on a 2-core machine; peak memory flat in the batch size.
 """
@@ -25,11 +25,8 @@ from pathlib import Path
 import httpx
 import redis
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
-from tests.stack import start_private_redis  # noqa: E402
+from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http
+from storage.db import drop_schema, migrate
 
 
 def proc_kib(pid: int, field: str) -> int:
@@ -48,18 +45,13 @@ def batch_body(lines: int) -> bytes:
 def run_one(lines: int, database_url: str | None, redis_url: str, work: Path) -> dict[str, float]:
     db_url = database_url or f"sqlite:///{work / f'bench-{lines}.db'}"
     if database_url and database_url.startswith("postgresql"):
-        from tests.conftest import _drop_everything
-
-        _drop_everything(database_url)
-    from storage.db import migrate
-
+        drop_schema(database_url)
     migrate(db_url)
     redis.Redis.from_url(redis_url).flushdb()
     env = {"IMGQ_DATABASE_URL": db_url, "IMGQ_REDIS_URL": redis_url,
            "IMGQ_IMAGE_DIR": str(work / "images")}
     tenant = subprocess.run([sys.executable, "-m", "cli", "tenant", "create", f"bench-{lines}"],
-                            env={**os.environ, **env}, capture_output=True, text=True, check=True,
-                            cwd=REPO_ROOT)
+                            env={**os.environ, **env}, capture_output=True, text=True, check=True)
     api_key = tenant.stdout.strip().splitlines()[-1]
     port = free_port()
     api = spawn([sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1",
@@ -86,7 +78,7 @@ def run_one(lines: int, database_url: str | None, redis_url: str, work: Path) ->
                 "rss_before_mib": rss_before_kib / 1024,
                 "peak_growth_mib": (peak_kib - rss_before_kib) / 1024}
     finally:
-        stop(api)
+        stop_process(api)
 
 
 def main() -> None:
@@ -99,7 +91,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imgq-bench-") as tmp:
         redis_server = None
         if args.redis_url is None:
-            redis_server, args.redis_url = start_private_redis(Path(tmp))
+            redis_server = RedisServer(Path(tmp) / "redis.log").start()
+            args.redis_url = redis_server.url
         print(f"{'lines':>7} {'body MiB':>9} {'seconds':>8} {'jobs/s':>8} {'indexed':>8} "
               f"{'RSS before MiB':>15} {'peak growth MiB':>16}")
         for lines in args.sizes:
@@ -108,7 +101,7 @@ def main() -> None:
                   f"{r['jobs_per_s']:>8.0f} {r['indexed']:>8} {r['rss_before_mib']:>15.1f} "
                   f"{r['peak_growth_mib']:>16.1f}", flush=True)
         if redis_server is not None:
-            stop(redis_server)
+            redis_server.stop()
 
 
 if __name__ == "__main__":

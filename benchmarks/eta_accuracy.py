@@ -1,9 +1,11 @@
 """How accurate is the ETA a job is given at submit time? Measured on the real stack.
 
 The stack: a private redis-server, a PostgreSQL database, the vendor simulator (latencies lognormal
-per model, from its ``peak-hours`` figures, scaled down by ``--latency-scale``), the API (uvicorn),
-the scheduler (dispatcher + snapshot publisher) and 2 Celery worker processes. Every job takes the
-default route (gemini-3-pro-image-preview, then gemini-2.5-flash-image, ...).
+per model, from its ``peak-hours`` figures, scaled down by ``--latency-scale``, default 0.2: a
+model with a 12 s median answers in 2.4 s), the API (uvicorn), the scheduler (dispatcher + snapshot
+publisher) and 2 Celery worker processes. Every time constant of the stack is scaled like the
+latencies (``scaled_settings``). Every job takes the default route (gemini-3-pro-image-preview,
+then gemini-2.5-flash-image, ...).
 
 Scenarios: a steady heavy load (Poisson arrivals at ~0.9 utilisation) and a 500-job burst, each
 under three conditions: ``healthy`` (peak-hours latencies, no errors), ``peak-hours`` (the first
@@ -11,43 +13,28 @@ model answers ~45 % of calls with a fast 503) and ``outage`` (peak-hours, then a
 the first model starting half-way through the run). Plus a light load (healthy, no goal).
 
 Each scenario starts without the state of the one before (breakers closed, failure rates and
-vendor-limit state gone, a new scheduler process). What it does start with is what a deployment
-that has served its models before has (latency samples in Redis have no expiry, and a model keeps
-its last 1000): before the first scenario every model of the route is primed, ``PRIME_CALLS``
-jobs pinned to each of the two models that serve nearly every job and ``PRIME_DEEP_CALLS`` to each
-one further down, under the healthy profile (the latencies are the same in every condition), and
-the latency lists are put back to that state before each scenario. A model's fitted median has a
-standard error of sigma / sqrt(calls): some 5 % from 40 calls, 2.5 % from 200, 1.1 % from 1000,
-and a burst's ETA inherits it whole (one run primed with 400 calls drew a first model 3.7 % slow,
-and every burst was forecast 5-10 % late). Priming runs on primer workers without vendor limits
-(see ``Bench.prime``). Priming jobs are not scored and are not in Gradio's history (another
-route). Then a warm-up burst of ``10 x slots`` default-route jobs under the scenario's profile, so
-the publisher has current failure rates, and Gradio's running mean has a value; warm-up jobs are
-not scored, but count in Gradio's running mean. ``--no-prime`` shows the cold case.
+vendor-limit state gone, a new scheduler process), but with the latency history of a deployment
+that has served its models before: before the first scenario every model of the route is primed,
+``PRIME_CALLS`` jobs pinned to each of the two models that serve nearly every job and
+``PRIME_DEEP_CALLS`` to each one further down, under the healthy profile, on primer workers
+without vendor limits (``Bench.prime``); the latency lists are put back to that state before each
+scenario (``--no-prime`` shows the cold case). Priming jobs are not scored and are not in Gradio's
+history (another route). Then a warm-up burst of ``10 x slots`` default-route jobs under the
+scenario's profile, so that the publisher has current failure rates and Gradio's running mean a
+value; warm-up jobs are not scored, but count in Gradio's running mean.
 
-The steady load runs for 1800 s x latency scale (360 s at 0.2): at 0.9 utilisation the queue
-swings between empty and a dozen jobs over tens of seconds, and a two-minute run scored 60-230
-jobs, too few for a median that does not move by several points from run to run. Its arrival
-rate is set from the mean slot time of an unscored calibration stretch of the same load
-(``Bench.steady_rate``), and the share of slot time that was busy is printed: set from the
-warm-up burst's mean instead, the slots were 86 % busy in one run and 95 % in another; from
-the mean of a whole 60 s stretch, 94-96 %.
+The steady load runs for 1800 s x latency scale (360 s at 0.2). Its arrival rate is set from the
+mean slot time of an unscored calibration stretch of the same load (``Bench.steady_rate``), and
+the share of slot time that was busy is printed.
 
 Scored per job: the ETA in the submit response (start and finish, seconds from then) against the
 job's ``started_at`` / ``finished_at``. ETA-to-start is scored only for jobs that waited at least
 5 s x latency scale. Gradio's estimate is replayed on the same run (see ``eta_scoring.gradio_at``).
+docs/benchmarks.md has the figures, and why the benchmark is set up this way.
 
-The default scale is 0.2 (a model with a 12 s median answers in 2.4 s). Not faster, because the
-stack's own work per job (the API taking the submit, the worker's bookkeeping, the scheduler's
-snapshot) does not shrink with the scale, and on a 2-core machine it competes with the workers. At
-0.1 it is ten times its real share of a job's time: while a burst was being submitted, 5-11 % of
-the slots stood idle between jobs and calls ran slower, a slowdown of the benchmark machine, not of
-the vendors, that no forecast made before it can see. At 0.2 the slots are 97-99 % busy throughout.
-
-    python benchmarks/eta_accuracy.py                      # everything, about 40 minutes
-    python benchmarks/eta_accuracy.py --only burst-healthy steady-outage
+    python -m benchmarks.eta_accuracy                      # everything, about 40 minutes
+    python -m benchmarks.eta_accuracy --only burst-healthy steady-outage
 """
-
 from __future__ import annotations
 
 import argparse
@@ -69,19 +56,13 @@ import redis
 import sqlalchemy
 from sqlalchemy import select
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks import eta_scoring as scoring  # noqa: E402
-from providers.catalogue import DEFAULT_CATALOGUE_PATH, load_catalogue  # noqa: E402
-from simulator.profile import BUILTIN_PROFILES  # noqa: E402
-from tests.conftest import free_port, spawn, stop, wait_http  # noqa: E402
-from tests.stack import (  # noqa: E402
-    RunningStack,
-    fast_catalogue,
-    start_private_redis,
-    start_stack,
-)
+from benchmarks import eta_scoring as scoring
+from cli.lab.stack import RunningStack, fast_catalogue, start_stack
+from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http
+from providers.catalogue import DEFAULT_CATALOGUE_PATH, load_catalogue
+from simulator.catalogue import write_simulator_catalogue
+from simulator.profile import BUILTIN_PROFILES
+from storage.db import drop_schema, migrate
 
 FIRST_MODEL = "gemini-3-pro-image-preview"
 BURST_JOBS = 500
@@ -172,7 +153,9 @@ class Bench:
         workers = [name for name in self.stack.procs if name.startswith("worker")]
         for name in workers:
             self.stack.stop(name)
-        env = {**self.stack.env, "IMGQ_CATALOGUE_PATH": str(primer_catalogue)}
+        pointed = write_simulator_catalogue(str(self.sim.base_url), primer_catalogue.with_suffix(
+            ".json"), source=primer_catalogue)  # models without a key call the simulator
+        env = {**self.stack.env, "IMGQ_CATALOGUE_PATH": str(pointed)}
         primers = [f"primer{k + 1}" for k in range(PRIMER_WORKERS)]
         for name in primers:
             self.stack.start_worker(name, PRIMER_CONCURRENCY, env=env)
@@ -231,7 +214,7 @@ class Bench:
     def forget_history(self) -> None:
         """A fresh start: every breaker closed, no vendor-limit state, latency lists as primed
         (empty without priming) and a new scheduler process (its measured slot overhead is in
-        memory), so that each scenario is its own run, as the issue describes them."""
+        memory), so that each scenario is its own run."""
         self.stack.stop("scheduler")
         for pattern in (LATENCY_KEYS, "imgq:v1:breaker*", "imgq:v1:limits*"):
             for key in self.redis.scan_iter(pattern):
@@ -388,9 +371,6 @@ def scaled_catalogue(work: Path, latency_scale: float) -> Path:
 
 def prepare_database(url: str | None) -> str:
     """A freshly migrated database: the given URL, or a private PostgreSQL database."""
-    from storage.db import migrate
-    from tests.conftest import _drop_everything
-
     if url is None:
         admin = sqlalchemy.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test",
                                          isolation_level="AUTOCOMMIT")
@@ -402,7 +382,7 @@ def prepare_database(url: str | None) -> str:
         admin.dispose()
         url = "postgresql+psycopg://postgres@127.0.0.1:5432/imgq_eta_bench"
     if url.startswith("postgresql"):
-        _drop_everything(url)
+        drop_schema(url)
     migrate(url)
     return url
 
@@ -429,8 +409,8 @@ def main() -> None:
         work = Path(tmp)
         procs = []
         sim_port = free_port()
-        redis_server, redis_url = start_private_redis(work)
-        procs.append(redis_server)
+        redis_server = RedisServer(work / "redis.log").start()
+        redis_url = redis_server.url
         simulator_url = f"http://127.0.0.1:{sim_port}"
         procs.append(spawn([sys.executable, "-m", "simulator", "--host", "127.0.0.1",
                             "--port", str(sim_port), "--profile", "peak-hours", "--seed", "11"],
@@ -469,7 +449,8 @@ def main() -> None:
             if stack is not None:
                 stack.stop_all()
             for proc in reversed(procs):
-                stop(proc)
+                stop_process(proc)
+            redis_server.stop()
     print(f"total runtime {time.monotonic() - begin:.0f}s")
 
 

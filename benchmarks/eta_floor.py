@@ -1,16 +1,17 @@
 """How close can an ETA-to-start get on the steady heavy load? A floor, measured in simulation.
 
-``eta_accuracy.py`` scores each job's ETA at submit time against when it really started. Part of
-any miss is no estimator's fault: which slot frees next depends on calls not finished yet. This
-script measures that part. It simulates the steady-load workload of ``eta_accuracy.py`` as a pure
-queue (8 slots, Poisson arrivals at 0.9 utilisation, each job served by the first model of its
-route or, a given share of the time, by the second; lognormal latencies at the simulator's
-peak-hours medians x 0.1) and asks ``scheduler.eta.forecast`` for each arriving job's ETA, given
-everything: the true latency distributions and share, each running job's model and elapsed
-time, the exact queue, no snapshot age, no dispatch delay. Gradio's estimator runs on the same
-jobs. Scored as in ``eta_accuracy.py``: jobs that waited at least 0.5 s, error in % of the wait.
+``benchmarks.eta_accuracy`` scores each job's ETA at submit time against when it really started.
+Part of any miss is no estimator's fault: which slot frees next depends on calls not finished yet.
+This script measures that part. It simulates the steady-load workload of
+``benchmarks.eta_accuracy`` as a pure queue (8 slots, Poisson arrivals at 0.9 utilisation, each
+job served by the first model of its route or, a given share of the time, by the second; lognormal
+latencies at the simulator's peak-hours medians x 0.1) and asks ``scheduler.eta.forecast`` for
+each arriving job's ETA, given everything: the true latency distributions and share, each running
+job's model and elapsed time, the exact queue, no snapshot age, no dispatch delay. Gradio's
+estimator runs on the same jobs. Scored as in ``benchmarks.eta_accuracy``: jobs that waited at
+least 0.5 s, error in % of the wait.
 
-    python benchmarks/eta_floor.py            # a few seconds
+    python -m benchmarks.eta_floor            # a few seconds
 """
 
 from __future__ import annotations
@@ -20,18 +21,14 @@ import heapq
 import math
 import random
 import statistics
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from scheduler.eta.forecast import (  # noqa: E402
+from benchmarks.gradio import gradio_estimate
+from scheduler.eta.forecast import (
     LatencyModel,
     ModelEstimate,
     RunningJob,
     forecast,
-    gradio_estimate,
 )
 
 SLOTS = 8

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scheduler.eta.forecast import gradio_estimate
+from benchmarks.gradio import gradio_estimate
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,13 @@
-"""Faults on the real stack, at the sizes they were first reported at: what was lost, what was
+"""Faults on the real stack, at larger sizes than the fault suite's: what was lost, what was
 billed, how long until the system healed.
 
-    python benchmarks/faults.py            # about 3 minutes
-    python benchmarks/faults.py --only kill_worker database_down
+    python -m benchmarks.faults            # about 3 minutes
+    python -m benchmarks.faults --only kill_worker database_down
 
-Each fault runs on a private Redis (append-only file), a throwaway PostgreSQL cluster (initdb),
-the vendor simulator and the real API, scheduler and 2 workers x 4 threads with the default
-lease (10 s), heartbeat (2 s) and reconcile (30 s) settings. Jobs carry unique prompts; the
-simulator's call log is read as the vendor's bill. Columns:
+Each fault (``cli.lab.faults``) runs on a private Redis (append-only file), a throwaway PostgreSQL
+cluster (initdb), the vendor simulator and the real API, scheduler and 2 workers x 4 threads with
+the default lease (10 s), heartbeat (2 s) and reconcile (30 s) settings. Jobs carry unique
+prompts; the simulator's call log is read as the vendor's bill. Columns:
 
 - dup: jobs with two successful calls on record; lost: jobs that never ended;
 - billed/job: calls in the vendor's bill per job; on record: whether the calls on record equal
@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cli.lab import faults
+from cli.lab.faultlab import FaultLab, FaultResult
 
-from tests.faults import scenarios  # noqa: E402
-from tests.faults.harness import FaultLab, FaultResult  # noqa: E402
-
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "kill_worker": {"jobs": 40, "latency_s": 3.0},
     "kill_while_polling": {"jobs": 24, "latency_s": 4.0},
     "database_down": {"jobs": 60, "latency_s": 1.5, "outage_s": 35.0},
@@ -52,11 +50,11 @@ def main() -> int:
     lab = FaultLab()
     results: list[FaultResult] = []
     try:
-        for scenario in scenarios.ALL:
-            name = scenario.__name__
+        for fault in faults.ALL:
+            name = fault.__name__
             if args.only and name not in args.only:
                 continue
-            results.append(scenario(lab, **SIZES[name]))  # type: ignore[operator]
+            results.append(fault(lab, **SIZES[name]))
             print(f"  {name}: {'; '.join(results[-1].notes)}", flush=True)
     finally:
         lab.close()

@@ -22,7 +22,6 @@ from rich.table import Table
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
 
 BATCH_SUFFIXES = (".jsonl", ".ndjson", ".txt", ".csv")
-FINISHED = ("completed", "failed", "canceled")
 CSV_COLUMNS = ("custom_id", "prompt", "size", "n", "model", "route")
 console = Console()
 
@@ -81,6 +80,8 @@ def submit_file(client: ApiClient, file: str, *, wait: bool, model: str | None,
 
 def watch_batch(client: ApiClient, batch_id: str, poll_s: float = 1.0) -> int:
     """A live progress bar until the batch finishes; returns 0 if every job succeeded."""
+    from storage.models import FINISHED_BATCH_STATUSES, TERMINAL_STATUSES  # see ApiClient.wait
+
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[detail]}"))
     with Progress(*columns, console=console) as progress:
@@ -88,10 +89,10 @@ def watch_batch(client: ApiClient, batch_id: str, poll_s: float = 1.0) -> int:
         while True:
             batch = client._check(client.http.get(f"/v1/batches/{batch_id}"))
             counts = batch["request_counts"]
-            done = counts["succeeded"] + counts["failed"] + counts["canceled"]
+            done = sum(counts[status] for status in TERMINAL_STATUSES)
             progress.update(task, total=counts["total"], completed=done,
                             detail=_detail(batch))
-            if batch["status"] in FINISHED:
+            if batch["status"] in FINISHED_BATCH_STATUSES:
                 break
             time.sleep(poll_s)
     console.print(f"batch {batch_id} {batch['status']}: {counts['succeeded']} succeeded, "
@@ -165,6 +166,8 @@ def results(batch_id: Annotated[str, typer.Argument(help="The batch's id.")],
 def batches(limit: Annotated[int, typer.Option(help="How many to show.")] = 20,
             api_url: ApiUrl = DEFAULT_API_URL, api_key: ApiKey = None) -> None:
     """List your batches, newest first."""
+    from storage.models import TERMINAL_STATUSES  # see ApiClient.wait
+
     client = _client(api_url, api_key)
     try:
         page = client._check(client.http.get("/v1/batches", params={"limit": limit}))
@@ -175,7 +178,7 @@ def batches(limit: Annotated[int, typer.Option(help="How many to show.")] = 20,
                   box=None, pad_edge=False)
     for b in page["data"]:
         c = b["request_counts"]
-        done = c["succeeded"] + c["failed"] + c["canceled"]
+        done = sum(c[status] for status in TERMINAL_STATUSES)
         table.add_row(b["id"], b["status"], f"{done}/{c['total']}", str(c["failed"]),
                       str(b["degraded"]), f"{b['cost_usd']:.2f}", b["created_at"][:19])
     console.print(table)

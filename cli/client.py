@@ -13,7 +13,6 @@ import httpx
 
 LOCAL_KEY_FILE = Path("var/local-api-key")
 DEFAULT_API_URL = "http://127.0.0.1:8000"
-TERMINAL = {"succeeded", "failed", "canceled", "expired"}
 RATE_LIMIT_RETRIES = 5  # a 429 rate_limited is waited out (its Retry-After, at most a minute)
 
 
@@ -67,10 +66,12 @@ class ApiClient:
         return response.content
 
     def wait(self, job_id: str, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any]:
+        from storage.models import TERMINAL_STATUSES  # here: most commands never load SQLAlchemy
+
         deadline = time.monotonic() + timeout_s
         while True:
             job = self.job(job_id)
-            if job["status"] in TERMINAL:
+            if job["status"] in TERMINAL_STATUSES:
                 return job
             if time.monotonic() > deadline:
                 raise ApiClientError(f"job {job_id} still {job['status']} after {timeout_s:.0f}s")

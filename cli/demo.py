@@ -21,11 +21,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from breaker import BreakerStore, Event
 from breaker.factory import make_breaker_store
-from cli.client import TERMINAL, ApiClient, ApiClientError
+from cli.client import ApiClient, ApiClientError
 from cli.localstack import start_local_stack
 from cli.stack import free_port
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from storage.models import TERMINAL_STATUSES, JobStatus
 
 console = Console()
 
@@ -158,7 +159,7 @@ def _run(client: ApiClient, breakers: BreakerStore, count: int, route: str) -> i
             for job in jobs:
                 if job["id"] not in finished:
                     current = client.job(job["id"])
-                    if current["status"] in TERMINAL:
+                    if current["status"] in TERMINAL_STATUSES:
                         finished[job["id"]] = current
                         console.print(result_line(current, save_images(client, current)))
             progress.update(task, completed=len(finished))
@@ -179,7 +180,7 @@ def _tally(jobs: list[dict[str, Any]], finished: dict[str, dict[str, Any]],
                   + ", ".join(f"{model} × {n}" for model, n in served.most_common()))
     opened = ", ".join(f"{model} {n}×" for model, n in transitions.opened.items()) or "none"
     console.print(f"fallbacks: {degraded} of {len(jobs)} jobs; breakers opened: {opened}")
-    succeeded = sum(1 for j in finished.values() if j["status"] == "succeeded")
+    succeeded = sum(1 for j in finished.values() if j["status"] == JobStatus.SUCCEEDED)
     console.print(f"[bold]{succeeded}/{len(jobs)} succeeded[/]; images in {OUTPUT_DIR.resolve()}")
     console.print("Run `imgq up` to keep a stack running, `imgq breaker` to see the breakers.")
     return 0 if succeeded == len(jobs) else 1

@@ -12,11 +12,13 @@ from cli.client import LOCAL_KEY_FILE
 from cli.stack import Stack, free_port, python_module
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
+from simulator.catalogue import write_simulator_catalogue
 from storage.db import make_engine, make_sessionmaker, migrate
 from storage.models import Tenant
 from storage.tenants import create_tenant, tenant_for_api_key
 
 console = Console(stderr=True)
+SIMULATOR_CATALOGUE = Path("var/simulator-catalogue.json")  # the catalogue pointed at the simulator
 
 
 def ensure_local_key(settings: Settings) -> str:
@@ -57,17 +59,20 @@ def start_local_stack(settings: Settings, *, api_port: int, workers: int = 1,
         stack.env["IMGQ_REDIS_URL"] = redis_url
         migrate(settings.database_url)
         catalogue = load_catalogue(settings.catalogue_path)
-        unkeyed = [m.id for m in catalogue.models.values() if m.api_key() is None]
+        unkeyed = [m.id for m in catalogue.models.values() if not m.configured]
         info = {"redis_url": redis_url}
-        if unkeyed and not settings.simulator_url:
+        if unkeyed:
             sim_port = free_port()
             stack.start("simulator", python_module(
                 "simulator", "--host", "127.0.0.1", "--port", str(sim_port),
                 "--profile", profile, "--latency-scale", str(latency_scale)))
             sim_url = f"http://127.0.0.1:{sim_port}"
             stack.wait_http("simulator", f"{sim_url}/_sim/health")
-            stack.env["IMGQ_SIMULATOR_URL"] = sim_url
+            pointed = write_simulator_catalogue(sim_url, SIMULATOR_CATALOGUE,
+                                                source=settings.catalogue_path)
+            stack.env["IMGQ_CATALOGUE_PATH"] = str(pointed.resolve())
             info["simulator_url"] = sim_url
+            info["catalogue_path"] = str(pointed)
             console.print(
                 f"[bold yellow]No API key for {', '.join(unkeyed)}: these models are served by "
                 f"the built-in vendor SIMULATOR at {sim_url} (profile {profile!r}). "

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -157,6 +158,26 @@ def simulate(
     from simulator import serve
 
     serve(host, port, profile, latency_scale=latency_scale)
+
+
+@app.command("simulator-catalogue")
+def simulator_catalogue(
+    out: Annotated[Path, typer.Option(help="The catalogue file to write (JSON).")],
+    simulator_url: Annotated[str, typer.Option(help="Where the processes reach the simulator.")],
+    source: Annotated[Path | None, typer.Option(
+        help="The catalogue to point (default: the shipped one).")] = None,
+) -> None:
+    """Write a catalogue whose models without an API key call the simulator, for
+    IMGQ_CATALOGUE_PATH (models with a key in this environment keep their vendor)."""
+    from providers.catalogue import CatalogueError
+    from simulator.catalogue import write_simulator_catalogue
+
+    try:
+        path = write_simulator_catalogue(simulator_url, out, source=source)
+    except CatalogueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--source") from None
+    console.print(f"wrote {path}: models without a key call the simulator at {simulator_url}",
+                  soft_wrap=True, highlight=False)
 
 
 @app.command()

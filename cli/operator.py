@@ -102,12 +102,10 @@ def models(as_json: AsJson = False) -> None:
     variable to set) and its breaker's state; then the routes."""
     settings = settings_or_exit()
     catalogue = catalogue_or_exit(settings)
-    if settings.simulator_url:
-        catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
     states = _breaker_states(settings, catalogue)
     rows: list[dict[str, Any]] = [{"model": spec.id, "vendor": spec.vendor, "wire_format": spec.wire_format,
              "price_per_image_usd": spec.price_per_image_usd, "configured": spec.configured,
-             "simulated": spec.simulated, "missing_key_hint": spec.missing_key_hint,
+             "keyless": spec.keyless, "missing_key_hint": spec.missing_key_hint,
              "api_key_env": spec.api_key_env, **states[spec.id]}
             for spec in catalogue.models.values()]
     routes: dict[str, dict[str, Any]] = {name: {"models": list(r.models), "allow_fallback": r.allow_fallback}
@@ -119,7 +117,7 @@ def models(as_json: AsJson = False) -> None:
     table = Table(_model_column(), "vendor", "$/image", "key", "breaker", "health",
                   title=f"models in {catalogue.source}", box=box.SIMPLE_HEAD)
     for row in rows:
-        key = ("simulator" if row["simulated"] else "set" if row["configured"]
+        key = ("keyless" if row["keyless"] else "set" if row["configured"]
                else "[red]missing[/]")
         table.add_row(row["model"], row["vendor"], f"{row['price_per_image_usd']:.3f}", key,
                       row["breaker_state"] or "unknown", _health(row["health"]))

@@ -8,8 +8,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from providers.catalogue import DEFAULT_CATALOGUE_PATH
-
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGQ_", extra="ignore")
@@ -30,11 +28,9 @@ class Settings(BaseSettings):
         default=2.0, gt=0,
         description="How long GET /readyz waits for each of the database and Redis to answer.")
     image_dir: Path = Field(default=Path("var/images"))
-    catalogue_path: Path = Field(default=DEFAULT_CATALOGUE_PATH)
-    simulator_url: str | None = Field(
+    catalogue_path: Path | None = Field(
         default=None,
-        description="When set, every model without an API key is pointed at this vendor simulator.",
-    )
+        description="The model catalogue file, TOML or JSON (.json); unset: the shipped catalogue.")
     public_base_url: str = Field(default="http://127.0.0.1:8000")
 
     worker_concurrency: int = Field(default=4, ge=1, le=256)
@@ -42,6 +38,11 @@ class Settings(BaseSettings):
     dispatch_interval_s: float = Field(default=0.5, gt=0)
     snapshot_interval_s: float = Field(
         default=1.0, gt=0, description="How often the scheduler publishes the ETA snapshot.")
+    stream_fallback_poll_s: float = Field(
+        default=2.0, gt=0,
+        description="Each published snapshot wakes the API's event streams; one that no snapshot "
+                    "woke for this long (no scheduler running, Redis unreachable) reads its job "
+                    "or batch again anyway.")
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
         description="How often the dispatcher heals Redis from the database and recovers stale "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 
 from providers.adapters import adapter_for
-from providers.base import GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest, GenerationResult, TaskHooks
 
 
 def call(client: httpx.Client, model: ModelSpec, request: GenerationRequest,

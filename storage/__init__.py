@@ -1,1 +1,1 @@
-"""Persistence: SQLAlchemy models and sessions, Alembic migrations, the blob store."""
+"""Persistence: SQLAlchemy models and sessions, Alembic migrations, the blob store (docs/architecture.md)."""

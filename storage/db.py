@@ -6,9 +6,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.models import Base
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -53,3 +55,15 @@ def migrate(url: str) -> None:
 
 def downgrade_all(url: str) -> None:
     command.downgrade(alembic_config(url), "base")
+
+
+def drop_schema(url: str) -> None:
+    """Drop every table the models know (in foreign-key order) and Alembic's version table: an
+    empty database for ``migrate`` to build again, whatever revision it held."""
+    engine = create_engine(url)
+    try:
+        Base.metadata.drop_all(engine)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    finally:
+        engine.dispose()

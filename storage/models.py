@@ -52,19 +52,52 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class JobStatus(StrEnum):
+    """A job's status: `succeeded`, `failed` and `canceled` are final. A job that no model has
+    served by its deadline ends `failed`."""
+
+    # Stored in ``jobs.status``; the same values are the API's.
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
-    EXPIRED = "expired"
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self in TERMINAL_STATUSES
 
 
-TERMINAL_STATUSES = tuple(s.value for s in JobStatus if s.is_terminal)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+"""The statuses a job never leaves. Members are ``str``: ``"failed" in TERMINAL_STATUSES`` holds,
+and the set binds as is in SQL (``Job.status.in_(TERMINAL_STATUSES)``)."""
+UNFINISHED_STATUSES: frozenset[JobStatus] = frozenset(JobStatus) - TERMINAL_STATUSES
+
+
+class BatchStatus(StrEnum):
+    """A batch's status: `in_progress`, or `canceling` after a cancel until its running jobs
+    end; once its last job ends, `canceled` if it was canceled, `failed` if none of its jobs
+    succeeded, else `completed`."""
+
+    # Stored in ``batches.status``; the same values are the API's. The transitions are
+    # scheduler/batches/rollup.py's.
+
+    IN_PROGRESS = "in_progress"
+    CANCELING = "canceling"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINISHED_BATCH_STATUSES
+
+
+FINISHED_BATCH_STATUSES: frozenset[BatchStatus] = frozenset(
+    {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELED})
+"""The statuses a batch never leaves (its stream and ``imgq watch`` end there)."""
+OPEN_BATCH_STATUSES: frozenset[BatchStatus] = frozenset(BatchStatus) - FINISHED_BATCH_STATUSES
 
 
 class Base(DeclarativeBase):
@@ -93,7 +126,7 @@ class Batch(Base):
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("batch"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
-    status: Mapped[str] = mapped_column(String(20), default="validating")
+    status: Mapped[str] = mapped_column(String(20), default=BatchStatus.IN_PROGRESS.value)
     total: Mapped[int] = mapped_column(Integer, default=0)
     route: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(Text)

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 from breaker import BreakerStore, Outcome
 from breaker.factory import make_breaker_store
 from cli.main import app
+from cli.stack import free_port
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 
 GEMINI = "gemini-3-pro-image-preview"
 VENDOR_KEYS = ("GEMINI_API_KEY", "ARK_API_KEY", "OPENAI_API_KEY", "BFL_API_KEY",
@@ -31,7 +32,7 @@ VENDOR_KEYS = ("GEMINI_API_KEY", "ARK_API_KEY", "OPENAI_API_KEY", "BFL_API_KEY",
 def env(clean_redis: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The CLI's environment: the test Redis, no vendor keys but OpenAI's, no simulator."""
     monkeypatch.setenv("IMGQ_REDIS_URL", clean_redis)
-    for name in (*VENDOR_KEYS, "IMGQ_SIMULATOR_URL", "IMGQ_CATALOGUE_PATH", "IMGQ_BREAKER_MODE"):
+    for name in (*VENDOR_KEYS, "IMGQ_CATALOGUE_PATH", "IMGQ_BREAKER_MODE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-used")
     return clean_redis
@@ -77,6 +78,26 @@ def test_models_json_gives_configuration_and_breaker_state_of_each_model(
     assert rows["gpt-image-1.5"]["missing_key_hint"] is None
     assert (rows[GEMINI]["breaker_state"], rows[GEMINI]["health"]) == ("forced_open", "red")
     assert (rows["flux-2-pro"]["breaker_state"], rows["flux-2-pro"]["health"]) == ("closed", "green")
+
+
+def test_simulator_catalogue_writes_the_catalogue_whose_unkeyed_models_are_keyless(
+        env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "sim" / "catalogue.json"
+    code, out, _ = imgq("simulator-catalogue", "--simulator-url", "http://127.0.0.1:8765",
+                        "--out", str(path))
+    assert code == 0 and f"wrote {path}" in out
+    monkeypatch.setenv("IMGQ_CATALOGUE_PATH", str(path))
+
+    code, out, _ = imgq("models", "--json")
+    assert code == 0
+    listing = json.loads(out)
+    rows = {row["model"]: row for row in listing["models"]}
+    assert listing["catalogue"] == str(path)
+    assert (rows[GEMINI]["keyless"], rows[GEMINI]["configured"]) == (True, True)
+    assert rows["gpt-image-1.5"]["keyless"] is False  # its key is set: it keeps its vendor
+    code, out, _ = imgq("models")
+    gemini_row = next(line for line in out.splitlines() if line.strip().startswith(GEMINI))
+    assert "keyless" in gemini_row and "is not configured" not in out
 
 
 def test_models_still_lists_the_catalogue_when_redis_does_not_answer(
@@ -175,7 +196,7 @@ def test_a_broken_catalogue_stops_start_up_with_file_entry_and_reason(
     assert "Traceback" not in result.stderr
     assert f"file:   {broken_catalogue}" in result.stderr
     assert "entry:  model 'flux-2-pro'" in result.stderr
-    assert "reason: unknown wire_format 'bfl-v2'" in result.stderr
+    assert "reason: wire_format: unknown value 'bfl-v2'" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["models"], ["worker"], ["scheduler"], ["api"], ["up"]])

@@ -12,7 +12,8 @@ worker cannot leak it. If the cap is full or the rate budget spent, the call wai
 most ``vendor_slot_wait_s``), then the model is skipped: we never send a call the vendor would
 answer with 429.
 
-Outcomes map onto the breaker as DESIGN's taxonomy says:
+Outcomes map onto the breaker as the error taxonomy says (``providers/errors.py``, and
+docs/architecture.md on the breaker):
 
     overloaded, server_error, timeout  -> FAILURE
     quota                              -> QUOTA (cooldown until Retry-After or the default)

@@ -46,8 +46,6 @@ class WorkerContext:
     def build(cls, settings: Settings) -> WorkerContext:
         client = redis.Redis.from_url(settings.redis_url)
         catalogue = load_catalogue(settings.catalogue_path)
-        if settings.simulator_url:
-            catalogue = catalogue.pointed_at_simulator(settings.simulator_url)
         return cls(
             settings=settings,
             sessions=make_sessionmaker(make_engine(settings.database_url)),

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.base import TaskHooks, VendorTask
 from providers.catalogue import ModelSpec
+from providers.types import TaskHooks, VendorTask
 from scheduler.outages import DATABASE_ERRORS
 from storage.models import Attempt, AttemptOutcome, Job
 from workers.router import SKIPPED, AttemptHooks, AttemptRecord

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from providers.base import GenerationRequest, GenerationResult
 from providers.catalogue import Catalogue, ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest, GenerationResult
 
 SKIPPED = "skipped"
 SUCCESS = "success"
@@ -98,11 +98,9 @@ class CompositeHooks(AttemptHooks):
 
 
 def candidates(catalogue: Catalogue, route: str, requested_model: str | None) -> list[ModelSpec]:
-    if route not in catalogue.routes:  # a pinned model, or a route since removed
-        return [catalogue.models[requested_model]] if requested_model in catalogue.models else []
-    chain = catalogue.routes[route]
-    models = [catalogue.models[m] for m in chain.models]
-    return models if chain.allow_fallback else models[:1]
+    """The models a job walks, in order: ``Catalogue.models_for``, the rule the submit check and
+    the ETA follow too."""
+    return list(catalogue.models_for(route, requested_model))
 
 
 def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller,

@@ -26,13 +26,13 @@ from sqlalchemy.orm import Session
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from providers import call as call_provider
-from providers.base import GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
+from providers.types import GenerationRequest, GenerationResult, TaskHooks
 from scheduler.batches.rollup import job_finished
 from scheduler.eta import telemetry
 from scheduler.outages import DATABASE_ERRORS
-from storage.models import TERMINAL_STATUSES, Job, JobStatus, utcnow
+from storage.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, Job, JobStatus, utcnow
 from workers import parking, results
 from workers.admission import Admission, LimitsConfig
 from workers.context import WorkerContext
@@ -238,8 +238,7 @@ def _start(ctx: WorkerContext, job_id: str
             ctx.index.park(job_id, waiting_ms)  # (nothing written: the commit is empty)
             return PARKED
         started = session.execute(  # type: ignore[attr-defined]
-            update(Job).where(Job.id == job_id, Job.status.in_(
-                [JobStatus.QUEUED.value, JobStatus.RUNNING.value]))
+            update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
             .values(status=JobStatus.RUNNING.value, started_at=utcnow())).rowcount
         if not started:  # canceled in the instant since it was read
             log.info("job %s ended before it could start; skipping", job_id)

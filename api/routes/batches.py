@@ -36,7 +36,7 @@ from scheduler.idempotency import check_key
 from scheduler.ids import id_problem
 from scheduler.webhooks import outbox
 from storage.blobs import EXTENSIONS, BlobNotFound
-from storage.models import WebhookDelivery
+from storage.models import BatchStatus, WebhookDelivery
 
 router = APIRouter(tags=["batches"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -72,7 +72,7 @@ def batch_out(view: BatchView, base_url: str, rejected: list[LineError] | None =
     b, p = view.batch, view.progress
     c = p.counts
     return BatchOut(
-        id=b.id, status=b.status, created_at=b.created_at, completed_at=b.completed_at,  # type: ignore[arg-type]
+        id=b.id, status=BatchStatus(b.status), created_at=b.created_at, completed_at=b.completed_at,
         request_counts=RequestCountsOut(total=c.total, queued=c.queued, running=c.running,
                                         succeeded=c.succeeded, failed=c.failed,
                                         canceled=c.canceled),

@@ -1,8 +1,12 @@
-"""Live progress over Server-Sent Events, and the public queue status."""
+"""Live progress over Server-Sent Events, and the public queue status.
+
+A stream reads its job or batch again each time the scheduler publishes a snapshot (once a
+second: positions and ETAs move with it, and a job that ended is seen then), or after
+``stream_fallback_poll_s`` without one (``api/snapshots.py``), and sends what changed.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,13 +22,13 @@ from api.deps import ServicesDep, TenantDep
 from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
 from api.services import Services
+from api.snapshots import SnapshotListener
 from scheduler.eta.snapshot import read_snapshot
 from scheduler.queue import heartbeats
 from scheduler.queue.jobs import JobView
 from storage.models import JobStatus
 
 router = APIRouter(tags=["events"])
-POLL_S = 0.5
 
 
 def progress_event(view: JobView) -> dict[str, Any]:
@@ -58,12 +62,14 @@ async def job_events(job_id: str, request: Request, tenant: TenantDep,
     """Status, queue position and ETA of a job, pushed as they change, until the job ends."""
     await run_in_threadpool(svc.queue.get, tenant.id, job_id)  # 404 before the stream starts
     counter: StreamCounter = request.app.state.streams
+    snapshots: SnapshotListener = request.app.state.snapshots
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         counter.open += 1
         try:
             last: dict[str, Any] | None = None
             while True:
+                wake = snapshots.next_snapshot()
                 try:
                     view = await run_in_threadpool(svc.queue.get, tenant.id, job_id)
                 except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
@@ -75,14 +81,11 @@ async def job_events(job_id: str, request: Request, tenant: TenantDep,
                     last = event
                 if JobStatus(view.job.status).is_terminal:
                     return
-                await asyncio.sleep(POLL_S)
+                await snapshots.wait(wake, svc.settings.stream_fallback_poll_s)
         finally:
             counter.open -= 1
 
     return EventSourceResponse(stream(), ping=15)
-
-
-BATCH_DONE = ("completed", "failed", "canceled")
 
 
 @router.get("/v1/batches/{batch_id}/events", responses=ERRORS,
@@ -93,12 +96,14 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
     batches = batches_of(svc)
     await run_in_threadpool(batches.get, tenant.id, batch_id)  # 404 before the stream starts
     counter: StreamCounter = request.app.state.streams
+    snapshots: SnapshotListener = request.app.state.snapshots
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         counter.open += 1
         try:
             last: dict[str, Any] | None = None
             while True:
+                wake = snapshots.next_snapshot()
                 try:
                     view = await run_in_threadpool(batches.get, tenant.id, batch_id)
                 except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
@@ -112,9 +117,9 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
                 if event != last:
                     yield {"event": "batch", "data": json.dumps(event)}
                     last = event
-                if out.status in BATCH_DONE:
+                if out.status.is_finished:
                     return
-                await asyncio.sleep(POLL_S)
+                await snapshots.wait(wake, svc.settings.stream_fallback_poll_s)
         finally:
             counter.open -= 1
 
@@ -141,7 +146,7 @@ def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
     for model_id, spec in svc.catalogue.models.items():
         figures = snap.data["models"].get(model_id, {}) if snap else {}
         models[model_id] = {"vendor": spec.vendor, "configured": spec.configured,
-                            "simulated": spec.simulated, "missing_key_hint": spec.missing_key_hint,
+                            "keyless": spec.keyless, "missing_key_hint": spec.missing_key_hint,
                             "median_latency_s": figures.get("median_s"),
                             "failure_rate": figures.get("failure_rate"),
                             **status_fields(svc.breakers, model_id)}

@@ -14,6 +14,7 @@ from scheduler.idempotency import check_key, hash_json
 from scheduler.queue.jobs import JobRequest, JobView
 from scheduler.webhooks.outbox import WebhookPolicy, vet_url
 from storage.blobs import BlobNotFound
+from storage.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -30,7 +31,7 @@ def job_out(view: JobView, base_url: str) -> JobOut:
     error = (ErrorBody(type=job.error_type, message=job.error_message or "",
                        vendor_status=job.error_vendor_status) if job.error_type else None)
     return JobOut(
-        id=job.id, status=job.status, prompt=job.prompt, size=f"{job.width}x{job.height}",
+        id=job.id, status=JobStatus(job.status), prompt=job.prompt, size=f"{job.width}x{job.height}",
         n=job.n, route=job.route, requested_model=job.requested_model, served_by=job.served_by,
         degraded=job.degraded, queue_position=view.queue_position,
         eta_start_seconds=view.eta_start_s, eta_finish_seconds=view.eta_finish_s,

@@ -30,9 +30,9 @@ from providers.adapters.classify import error_from_response
 from providers.adapters.common import HttpAdapter, api_key_for, option, post_json, success_json
 from providers.adapters.images import download_image
 from providers.adapters.retry_hints import request_id_from
-from providers.base import GenerationRequest, GenerationResult, TaskHooks, VendorTask
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest, GenerationResult, TaskHooks, VendorTask
 
 SIZE_STEP = 16
 _MODERATED = frozenset({"Request Moderated", "Content Moderated"})

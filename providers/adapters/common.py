@@ -2,8 +2,9 @@
 
 ``HttpAdapter.generate`` is the edge where foreign exceptions stop: httpx timeouts become
 TIMEOUT, every other transport error and every unreadable answer becomes SERVER_ERROR, and a
-success without images is a SERVER_ERROR too (DESIGN.md: a 200 without an image is a model
-failure). Cost is computed here, on success only.
+success without images is a SERVER_ERROR too: a 200 without an image is the model failing, so
+the walk goes on to the next model and the breaker counts it. Cost is computed here, on success
+only.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import httpx
 
 from providers.adapters.classify import error_from_response
 from providers.adapters.retry_hints import request_id_from
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult, TaskHooks
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult, TaskHooks
 
-SIMULATED_API_KEY = "simulated-key"
+# What a keyless model sends where its wire format carries a key: an endpoint that needs no key
+# ignores it, and one that insists on a non-empty key (as the vendors' SDKs do) accepts it.
+KEYLESS_API_KEY = "keyless"
 T = TypeVar("T")
 
 
@@ -78,8 +81,8 @@ def api_key_for(model: ModelSpec) -> str:
     key = model.api_key()
     if key is not None:
         return key
-    if model.simulated:
-        return SIMULATED_API_KEY
+    if model.keyless:
+        return KEYLESS_API_KEY
     raise ProviderError(ErrorClass.AUTH, f"{model.id}: no API key ({model.missing_key_hint})")
 
 

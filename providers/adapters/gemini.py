@@ -23,9 +23,9 @@ from providers.adapters.common import (
     try_image,
 )
 from providers.adapters.images import decode_base64_image
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 
 ASPECT_RATIOS = ("1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9")
 BLOCKING_FINISH_REASONS = frozenset({

@@ -16,8 +16,8 @@ import xml.etree.ElementTree as ElementTree
 import httpx
 from PIL import Image
 
-from providers.base import GeneratedImage
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage
 
 SVG_TYPE = "image/svg+xml"
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)")

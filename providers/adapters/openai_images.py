@@ -21,9 +21,9 @@ from providers.adapters.common import (
     try_image,
 )
 from providers.adapters.images import decode_base64_image, download_image
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 
 # Catalogue options passed through to the request body as they are.
 _BODY_OPTIONS = ("background", "output_format", "output_compression", "moderation", "style")

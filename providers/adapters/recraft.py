@@ -21,9 +21,9 @@ from providers.adapters.common import (
     try_image,
 )
 from providers.adapters.images import SVG_TYPE, decode_base64_image, download_image
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 
 _BODY_OPTIONS = ("style", "substyle", "style_id", "negative_prompt", "controls", "text_layout")
 

@@ -23,9 +23,9 @@ from providers.adapters.common import (
     try_image,
 )
 from providers.adapters.images import decode_base64_image, download_image
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 
 _SIZE_STEP = 16
 

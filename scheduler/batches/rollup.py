@@ -20,14 +20,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from scheduler.webhooks import outbox
-from storage.models import Batch, Job, JobStatus, WebhookDelivery, utcnow
+from storage.models import (
+    OPEN_BATCH_STATUSES,
+    UNFINISHED_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobStatus,
+    WebhookDelivery,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
-
-IN_PROGRESS, CANCELING = "in_progress", "canceling"
-COMPLETED, FAILED, CANCELED = "completed", "failed", "canceled"
-OPEN_STATUSES = (IN_PROGRESS, CANCELING)
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class RequestCounts:
     queued: int = 0
     running: int = 0
     succeeded: int = 0
-    failed: int = 0  # includes jobs that expired while waiting
+    failed: int = 0  # includes jobs whose deadline passed while they waited
     canceled: int = 0
 
     @property
@@ -62,33 +66,34 @@ def progress(session: Session, batch_id: str) -> BatchProgress:
     served: Counter[str] = Counter()
     degraded, cost_usd = 0, 0.0
     for status, served_by, is_degraded, count, cost in rows:
-        by_status["failed" if status == JobStatus.EXPIRED.value else status] += count
+        by_status[status] += count
         if served_by:
             served[served_by] += count
         if is_degraded:
             degraded += count
         cost_usd += float(cost or 0.0)
-    counts = RequestCounts(total=sum(by_status.values()), **{
-        name: by_status[name] for name in ("queued", "running", "succeeded", "failed", "canceled")})
+    counts = RequestCounts(total=sum(by_status.values()),
+                           **{status.value: by_status[status] for status in JobStatus})
     return BatchProgress(counts, dict(served), degraded, round(cost_usd, 6))
 
 
 def has_unfinished_jobs(session: Session, batch_id: str) -> bool:
     return session.scalar(select(Job.id).where(Job.batch_id == batch_id,
-                                               Job.status.in_(UNFINISHED)).limit(1)) is not None
+                                               Job.status.in_(UNFINISHED_STATUSES)).limit(1)) is not None
 
 
-def final_status(stored: str, counts: RequestCounts) -> str:
-    if stored == CANCELING:
-        return CANCELED
-    return FAILED if counts.total and counts.succeeded == 0 else COMPLETED
+def final_status(stored: str, counts: RequestCounts) -> BatchStatus:
+    if stored == BatchStatus.CANCELING:
+        return BatchStatus.CANCELED
+    return (BatchStatus.FAILED if counts.total and counts.succeeded == 0
+            else BatchStatus.COMPLETED)
 
 
 def finalize_if_done(sessions: sessionmaker[Session], batch_id: str, public_base_url: str) -> bool:
     """Mark the batch finished if no job is queued or running; True if this call did it."""
     with sessions.begin() as session:
         batch = session.get(Batch, batch_id)
-        if batch is None or batch.status not in OPEN_STATUSES:
+        if batch is None or batch.status not in OPEN_BATCH_STATUSES:
             return False
         if has_unfinished_jobs(session, batch_id):
             return False
@@ -96,7 +101,7 @@ def finalize_if_done(sessions: sessionmaker[Session], batch_id: str, public_base
         status = final_status(batch.status, state.counts)
         won = session.execute(
             update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
-            .values(status=status, completed_at=utcnow())
+            .values(status=status.value, completed_at=utcnow())
         ).rowcount  # type: ignore[attr-defined]
         if won and batch.webhook_url:
             outbox.enqueue(session, tenant_id=batch.tenant_id, event_type=f"batch.{status}",
@@ -158,7 +163,7 @@ def sweep_open_batches(sessions: sessionmaker[Session], public_base_url: str,
                        limit: int = 200) -> int:
     """Complete open batches whose last job ended without the hook running (crash, expiry)."""
     with sessions() as session:
-        open_ids = list(session.scalars(select(Batch.id).where(Batch.status.in_(OPEN_STATUSES))
+        open_ids = list(session.scalars(select(Batch.id).where(Batch.status.in_(OPEN_BATCH_STATUSES))
                                         .order_by(Batch.created_at).limit(limit)))
     return sum(finalize_if_done(sessions, batch_id, public_base_url) for batch_id in open_ids)
 

@@ -31,7 +31,16 @@ from scheduler.outages import DATABASE_ERRORS
 from scheduler.queue.index import IndexEntry
 from scheduler.queue.jobs import JobQueue, JobRequest
 from scheduler.tenants.quotas import Reservation
-from storage.models import Batch, Job, JobStatus, WebhookDelivery, new_id, utcnow
+from storage.models import (
+    OPEN_BATCH_STATUSES,
+    Batch,
+    BatchStatus,
+    Job,
+    JobStatus,
+    WebhookDelivery,
+    new_id,
+    utcnow,
+)
 
 BULK_LANE = "bulk"
 MAX_REPORTED_ERRORS = 1000
@@ -157,7 +166,7 @@ class Batches:
         if options.model is not None or options.route is not None:
             self._resolve(options.model, options.route)  # an unknown default fails the batch
         now = utcnow()
-        batch = Batch(id=new_id("batch"), tenant_id=tenant_id, status=rollup.IN_PROGRESS,
+        batch = Batch(id=new_id("batch"), tenant_id=tenant_id, status=BatchStatus.IN_PROGRESS.value,
                       total=0, route=options.model or options.route,
                       webhook_url=options.webhook_url, idempotency_key=idempotency_key,
                       request_hash=request_hash, metadata_=dict(options.metadata),
@@ -281,7 +290,7 @@ class Batches:
         """A batch and its progress; ``redis_optional`` (the answer to a submit) gives no ETA
         instead of raising while Redis is unreachable."""
         batch = self._batch(tenant_id, batch_id)
-        if batch.status in rollup.OPEN_STATUSES:
+        if batch.status in OPEN_BATCH_STATUSES:
             rollup.finalize_if_done(self.sessions, batch_id, self.public_base_url)
         with self.sessions() as session:
             batch = session.get_one(Batch, batch_id)
@@ -338,11 +347,11 @@ class Batches:
     def cancel(self, tenant_id: str, batch_id: str) -> BatchView:
         """Cancel every job not yet started; running jobs finish, then the batch is canceled."""
         batch = self._batch(tenant_id, batch_id)
-        if batch.status in rollup.OPEN_STATUSES:
+        if batch.status in OPEN_BATCH_STATUSES:
             with self.sessions.begin() as session:
                 session.execute(update(Batch).where(Batch.id == batch_id,
-                                                    Batch.status == rollup.IN_PROGRESS)
-                                .values(status=rollup.CANCELING))
+                                                    Batch.status == BatchStatus.IN_PROGRESS.value)
+                                .values(status=BatchStatus.CANCELING.value))
                 canceled = session.execute(
                     update(Job).where(Job.batch_id == batch_id,
                                       Job.status == JobStatus.QUEUED.value)

@@ -1,18 +1,17 @@
-"""Queue ETA: a model-aware forward simulation of the worker slots, and Gradio's estimator.
+"""Queue ETA: a model-aware forward simulation of the worker slots.
 
-Two estimators live here. ``gradio_estimate`` is Gradio's: a running mean of service time, and
-start = time until a slot frees + rank x mean / slots. It is kept as the comparison row of the ETA
-benchmark. ``forecast`` is the one we publish. A job's service time is not one number: it walks its
-route, and while a model is overloaded most calls to it fail fast (a 503 in a second or two) and the
-job moves on to the next model, whose latency may be very different. A running mean lags every such
-change (Gradio's estimate is off by up to 40 % during failover), so ``forecast`` draws each job's
-service time from its route (each model's current failure rate from the breaker window, its recent
-latency distribution), starts the slots from the running jobs' remaining times conditioned on how
-long they have already run, and simulates the queue forward over seeded Monte Carlo runs. Each
-position's ETA is the mean of the middle half of its runs (the interquartile mean): a job's own
-service time is right-skewed, so the plain mean promises jobs near the front of the queue a
-little too late (the typical miss is smallest near the median), while a plain median would jump
-from one mode to the other of a route that half the time fails over fast.
+A job's service time is not one number: it walks its route, and while a model is overloaded most
+calls to it fail fast (a 503 in a second or two) and the job moves on to the next model, whose
+latency may be very different. A running mean of service time lags every such change (Gradio's
+estimator, the ETA benchmarks' comparison row, is off by up to 40 % during failover), so
+``forecast`` draws each job's service time from its route (each model's current failure rate from
+the breaker window, its recent latency distribution), starts the slots from the running jobs'
+remaining times conditioned on how long they have already run, and simulates the queue forward
+over seeded Monte Carlo runs. Each position's ETA is the mean of the middle half of its runs (the
+interquartile mean): a job's own service time is right-skewed, so the plain mean promises jobs
+near the front of the queue a little too late (the typical miss is smallest near the median),
+while a plain median would jump from one mode to the other of a route that half the time fails
+over fast.
 
 Modelling choices:
 
@@ -63,7 +62,6 @@ __all__ = [
     "expected_service_s",
     "fit_lognormal",
     "forecast",
-    "gradio_estimate",
 ]
 
 
@@ -139,19 +137,6 @@ def _curve(slots: int, mean_service_s: float, start_runs: list[list[float]],
         queue_depth=queue_depth,
         dispatched_s=tuple(zip(starts[:ahead], finishes[:ahead], strict=True)),
     )
-
-
-def gradio_estimate(
-    position: int, slots: int, mean_service_s: float, time_until_slot_free_s: float
-) -> tuple[float, float]:
-    """Gradio's estimate of (start_s, finish_s): the next free slot, then rank x mean / slots.
-
-    Blind to routes and failure rates; the benchmark's baseline. No slots: ``(inf, inf)``.
-    """
-    if slots <= 0:
-        return math.inf, math.inf
-    start_s = time_until_slot_free_s + position * mean_service_s / slots
-    return start_s, start_s + mean_service_s
 
 
 def _simulate(

@@ -40,7 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from imagequeue import keys
-from providers.catalogue import Catalogue, ModelSpec
+from providers.catalogue import DEFAULT_ROUTE, Catalogue, ModelSpec
 from scheduler.eta import telemetry
 from scheduler.eta.forecast import (
     EtaCurve,
@@ -55,7 +55,6 @@ from scheduler.eta.snapshot import read_snapshot
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from scheduler.queue import heartbeats
 from scheduler.queue.index import WaitingIndex
-from scheduler.queue.jobs import route_models
 from storage.models import Job
 
 log = logging.getLogger(__name__)
@@ -197,14 +196,20 @@ class SnapshotPublisher:
         return [j.decode() if isinstance(j, bytes) else str(j)
                 for j in self.redis.zrange(keys.INFLIGHT, 0, -1)]
 
+    def walk_of(self, route: str, requested_model: str | None) -> tuple[str, ...]:
+        """The models a job on ``route`` walks, as the workers walk them (``models_for``)."""
+        return tuple(m.id for m in self.catalogue.models_for(route, requested_model))
+
     def routes_of(self, job_ids: list[str]) -> dict[str, tuple[str, ...]]:
+        """The walk of each job found; empty for a job pinned to a model since removed (its
+        walk fails it at once, so it holds no slot)."""
         if not job_ids:
             return {}
         self._read_database = True
         with self.sessions() as session:
             rows = session.execute(select(Job.id, Job.route, Job.requested_model)
                                    .where(Job.id.in_(job_ids))).all()
-        return {r.id: route_models(self.catalogue, r.route, r.requested_model) for r in rows}
+        return {r.id: self.walk_of(r.route, r.requested_model) for r in rows}
 
     def build(self) -> dict[str, Any]:
         now_s = time.time()
@@ -222,9 +227,9 @@ class SnapshotPublisher:
         pending = [j for j in self.inflight() if j not in started]
         head = self.index.head(EXACT_POSITIONS)
         known = self.routes_of([*pending, *head])
-        default_route = self.catalogue.routes["default"].models
+        default_route = self.walk_of(DEFAULT_ROUTE, None)
         pending_routes = [known.get(j, default_route) for j in pending]
-        routes = [known[j] for j in head if j in known]
+        routes = [known[j] for j in head if known.get(j)]
         depth = {lane: self.index.depth(lane) for lane in keys.LANES}
         waiting = sum(depth.values())
         # Jobs waiting while a slot is between jobs: that gap is overhead too, not idleness.
@@ -233,7 +238,7 @@ class SnapshotPublisher:
         in_calls = [RunningJob(max(0.0, now_s - r.attempt_started_s), r.route, r.model_index)
                 for r in walking if all(m in models for m in r.route)]
         dispatched = [(j, route) for j, route in zip(pending, pending_routes, strict=True)
-                      if all(m in models for m in route)]
+                      if route and all(m in models for m in route)]
         positions = min(EXACT_POSITIONS, waiting + EXACT_MARGIN)
         curve = forecast(
             slots, in_calls, routes or default_route, models, exact_positions=positions,

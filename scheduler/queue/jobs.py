@@ -18,8 +18,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.base import GenerationRequest
-from providers.catalogue import Catalogue
+from providers.catalogue import DEFAULT_ROUTE, PINNED_ROUTE, Catalogue
+from providers.types import GenerationRequest
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.eta import telemetry
 from scheduler.eta.snapshot import read_snapshot
@@ -29,7 +29,6 @@ from scheduler.queue.index import IndexEntry, WaitingIndex
 from scheduler.tenants.quotas import Reservation, TenantCounters, limits_of
 from storage.models import Job, JobStatus, utcnow
 
-PINNED_ROUTE = "pinned"
 log = logging.getLogger("scheduler.queue.jobs")
 
 
@@ -60,16 +59,6 @@ class JobView:
     expected_remaining_s: float | None = None
 
 
-def route_models(catalogue: Catalogue, route: str, requested_model: str | None
-                 ) -> tuple[str, ...]:
-    """The models a job walks: its pinned model, or its route's chain (the default route's if
-    the route has since been removed)."""
-    if route == PINNED_ROUTE or route not in catalogue.routes:
-        return (requested_model,) if requested_model else catalogue.routes["default"].models
-    chain = catalogue.routes[route]
-    return chain.models if chain.allow_fallback else chain.models[:1]
-
-
 class JobQueue:
     def __init__(
         self,
@@ -93,21 +82,21 @@ class JobQueue:
                 known = ", ".join(sorted(self.catalogue.models))
                 raise InvalidJob("model", f"unknown model {request.model!r}; known models: {known}")
             return PINNED_ROUTE, request.model
-        route_name = request.route or "default"
+        route_name = request.route or DEFAULT_ROUTE
         if route_name not in self.catalogue.routes:
             known = ", ".join(sorted(self.catalogue.routes))
             raise InvalidJob("route", f"unknown route {route_name!r}; known routes: {known}")
         return route_name, self.catalogue.routes[route_name].models[0]
 
     def check_servable(self, route: str, requested_model: str, request: JobRequest) -> None:
-        """Refuse at once a job that no model on its route could serve (say, an odd size)."""
-        models = ([requested_model] if route == PINNED_ROUTE
-                  else list(self.catalogue.routes[route].models))
+        """Refuse at once a job that none of the models it would walk could serve (say, an odd
+        size): the models of ``Catalogue.models_for``, as the workers walk them."""
+        models = self.catalogue.models_for(route, requested_model)
         wanted = GenerationRequest(prompt=request.prompt, width=request.width,
                                    height=request.height, n=request.n, quality=request.quality)
-        reasons = [self.catalogue.models[m].can_serve(wanted) for m in models]
+        reasons = [model.can_serve(wanted) for model in models]
         if all(reasons):
-            raise InvalidJob("size", "; ".join(r for r in reasons if r))
+            raise InvalidJob("size", "; ".join(r for r in reasons if r) or "no model to walk")
 
     def build_job(self, tenant_id: str, request: JobRequest) -> Job:
         route, requested_model = self.resolve_route(request)

@@ -48,13 +48,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from imagequeue import keys
 from imagequeue.lua import lua_source
 from scheduler.errors import QueueError
-from storage.models import TERMINAL_STATUSES, Job, JobStatus, Tenant
+from storage.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, Job, Tenant
 
 log = logging.getLogger(__name__)
 
 MICRO = 1_000_000  # budgets are counted in micro-dollars, integers in Redis
 PERIODS = ("day", "month")
-UNFINISHED = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 DEFAULT_KEY = "*"  # the field of the running caps HASH that holds the default cap
 # A period's spend is settled by jobs created in it, which may end up to a day later.
 PERIOD_TTL_S = {"day": 3 * 86_400, "month": 62 * 86_400}
@@ -272,7 +271,7 @@ class TenantCounters:
         before = {_text(k): int(v) for k, v in self.redis.hgetall(keys.TENANT_OPEN).items()}
         with sessions() as session:
             counted = {t: int(n) for t, n in session.execute(
-                select(Job.tenant_id, func.count()).where(Job.status.in_(UNFINISHED))
+                select(Job.tenant_id, func.count()).where(Job.status.in_(UNFINISHED_STATUSES))
                 .group_by(Job.tenant_id)).all()}
         return self._correct(keys.TENANT_OPEN, before, counted, None)
 

@@ -31,8 +31,8 @@ import sqlalchemy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cli.lab.stack import RunningStack
 from tests.e2e.conftest import stack_on_each_database
-from tests.stack import RunningStack
 
 MAX_BATCH_BYTES = 100_000
 pytestmark = pytest.mark.timeout(120)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from storage.db import migrate
-from tests.conftest import _drop_everything, free_port, spawn, stop, wait_http
+from cli.stack import free_port, spawn, stop_process, wait_http
+from simulator.catalogue import write_simulator_catalogue
+from storage.db import drop_schema, migrate
 
 FUZZ_SECONDS = 75
 SEED = "20261201"
@@ -29,12 +30,13 @@ CHECKS = "not_a_server_error,status_code_conformance,allow_header_conformance,un
 @pytest.fixture()
 def api(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterator[tuple[str, str, Path]]:
     """(base URL, tenant API key, the API's log file) of an API process on PostgreSQL."""
-    _drop_everything(postgres_url)
+    drop_schema(postgres_url)
     migrate(postgres_url)
     redis.Redis.from_url(redis_url).flushdb()
     port = free_port()
+    catalogue = write_simulator_catalogue("http://127.0.0.1:9", tmp_path / "sim-catalogue.json")
     env = {"IMGQ_DATABASE_URL": postgres_url, "IMGQ_REDIS_URL": redis_url,
-           "IMGQ_IMAGE_DIR": str(tmp_path / "images"), "IMGQ_SIMULATOR_URL": "http://127.0.0.1:9",
+           "IMGQ_IMAGE_DIR": str(tmp_path / "images"), "IMGQ_CATALOGUE_PATH": str(catalogue),
            "IMGQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
            "IMGQ_TENANT_RPM": "1000000"}  # the fuzzer's pace is not what this checks
     key = subprocess.run([sys.executable, "-m", "cli", "tenant", "create", "fuzz"],
@@ -47,8 +49,8 @@ def api(tmp_path: Path, postgres_url: str, redis_url: str) -> Iterator[tuple[str
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc)
         yield f"http://127.0.0.1:{port}", key, log
     finally:
-        stop(proc)
-        _drop_everything(postgres_url)
+        stop_process(proc)
+        drop_schema(postgres_url)
 
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_status(

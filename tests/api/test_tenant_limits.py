@@ -20,9 +20,9 @@ import httpx
 import pytest
 import redis
 
+from cli.stack import free_port, spawn, stop_process, wait_http
 from providers.catalogue import load_catalogue
 from storage.db import migrate
-from tests.conftest import free_port, spawn, stop, wait_http
 
 pytestmark = pytest.mark.timeout(120)
 MODEL = "gpt-image-1.5"
@@ -71,7 +71,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Ap
         yield Api(f"http://127.0.0.1:{ports[0]}", env, f"http://127.0.0.1:{ports[1]}")
     finally:
         for proc in procs:
-            stop(proc)
+            stop_process(proc)
 
 
 def assert_refused(answer: httpx.Response, kind: str, *named: str) -> int:

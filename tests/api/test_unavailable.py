@@ -29,9 +29,8 @@ import sqlalchemy
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
-from tests.conftest import free_port, spawn, stop, wait_http
-from tests.pgcluster import ThrowawayPostgres
-from tests.stack import start_private_redis
+from cli.lab.postgres import ThrowawayPostgres
+from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http
 
 pytestmark = pytest.mark.timeout(120)
 DATABASE = "imgq_unavailable"
@@ -45,8 +44,7 @@ class Outage:
     log: Path
     postgres: ThrowawayPostgres
     database_url: str
-    redis_port: int
-    redis_proc: subprocess.Popen[bytes]
+    redis: RedisServer
     api: subprocess.Popen[bytes]
     api_key: str = ""
     batch_id: str = ""
@@ -56,11 +54,11 @@ class Outage:
                             headers={"Authorization": f"Bearer {self.api_key}"})
 
     def stop_redis(self) -> None:
-        stop(self.redis_proc)
+        self.redis.stop()
 
     def start_redis(self) -> None:
         """A new redis-server on the same port (empty: it kept nothing on disk)."""
-        self.redis_proc, _ = start_private_redis(self.log.parent, port=self.redis_port)
+        self.redis.start()
 
     def wait_ready(self, timeout_s: float = 20.0) -> dict[str, Any]:
         """Poll /readyz until 200 (never a fixed sleep)."""
@@ -94,7 +92,8 @@ def outage(throwaway_postgres: ThrowawayPostgres,
     root = tmp_path_factory.mktemp("unavailable")
     database_url = _create_database(throwaway_postgres)
     migrate(database_url)
-    redis_proc, redis_url = start_private_redis(root)
+    redis_server = RedisServer(root / "redis.log").start()
+    redis_url = redis_server.url
     port = free_port()
     env = {"IMGQ_DATABASE_URL": database_url, "IMGQ_REDIS_URL": redis_url,
            "IMGQ_IMAGE_DIR": str(root / "images"), "IMGQ_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
@@ -103,7 +102,7 @@ def outage(throwaway_postgres: ThrowawayPostgres,
     api = spawn([sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1",
                  "--port", str(port), "--log-level", "info"], env=env, log=log)
     running = Outage(f"http://127.0.0.1:{port}", env, log, throwaway_postgres, database_url,
-                     int(redis_url.rsplit(":", 1)[1].split("/")[0]), redis_proc, api)
+                     redis_server, api)
     try:
         wait_http(f"{running.api_url}/healthz", proc=api)
         out = subprocess.run([sys.executable, "-m", "cli", "tenant", "create", "outage"],
@@ -116,8 +115,8 @@ def outage(throwaway_postgres: ThrowawayPostgres,
             running.batch_id = batch.json()["id"]
         yield running
     finally:
-        stop(api)
-        stop(running.redis_proc)
+        stop_process(api)
+        running.redis.stop()
         if not throwaway_postgres.running():
             throwaway_postgres.start()  # the session's cluster, for whoever uses it next
 
@@ -127,7 +126,7 @@ def up(outage: Outage) -> Outage:
     """The stack with both dependencies running (a failed test may have left one down)."""
     if not outage.postgres.running():
         outage.postgres.start()
-    if outage.redis_proc.poll() is not None:
+    if not outage.redis.running():
         outage.start_redis()
     outage.wait_ready()
     return outage

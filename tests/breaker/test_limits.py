@@ -8,9 +8,9 @@ import uuid
 
 import redis
 
+from cli.stack import free_port
 from imagequeue.failopen import fail_open_redis
 from tests.breaker.conftest import Clock
-from tests.conftest import free_port
 from throttle import VendorLimits
 
 MODEL = "flux-2-pro"

@@ -24,9 +24,10 @@ from breaker import (
     Reason,
     RedisBreakerStore,
 )
+from cli.stack import free_port
 from imagequeue.failopen import fail_open_redis
 from tests.breaker.conftest import SMALL_POLICY
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import REPO_ROOT
 
 MODEL = "seedream-4-5"
 

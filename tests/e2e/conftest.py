@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 import redis
 
-from storage.db import migrate
-from tests.stack import RunningStack, start_stack
+from cli.lab.stack import RunningStack, start_stack
+from storage.db import drop_schema, migrate
 
 
 def stack_on_each_database(request: pytest.FixtureRequest,
@@ -15,14 +15,12 @@ def stack_on_each_database(request: pytest.FixtureRequest,
                            simulator_url: str, name: str, **options: Any) -> Iterator[RunningStack]:
     """The real stack on the database ``request.param`` names (``sqlite`` or ``postgresql``),
     freshly migrated, with an empty Redis; torn down afterwards. ``options`` go to start_stack."""
-    from tests.conftest import _drop_everything
-
     root = tmp_path_factory.mktemp(f"{name}-{request.param}")
     if request.param == "sqlite":
         database_url = f"sqlite:///{root / 'imgq.db'}"
     else:
         database_url = request.getfixturevalue("postgres_url")
-        _drop_everything(database_url)
+        drop_schema(database_url)
     migrate(database_url)
     redis.Redis.from_url(redis_url).flushdb()
     running = start_stack(root, database_url=database_url, redis_url=redis_url,
@@ -30,7 +28,7 @@ def stack_on_each_database(request: pytest.FixtureRequest,
     yield running
     running.stop_all()
     if request.param == "postgresql":
-        _drop_everything(database_url)
+        drop_schema(database_url)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

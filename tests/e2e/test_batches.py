@@ -10,7 +10,6 @@ import hmac
 import io
 import json
 import threading
-import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +19,9 @@ import httpx
 import pytest
 import sqlalchemy
 
+from cli.lab.stack import RunningStack
+from cli.stack import wait_until
 from tests.e2e.conftest import stack_on_each_database
-from tests.stack import RunningStack
 
 MAX_BATCH_BYTES = 400_000
 pytestmark = pytest.mark.slow
@@ -68,13 +68,11 @@ def job_count(stack: RunningStack) -> int:
 
 
 def wait_batch(client: httpx.Client, batch_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        batch = client.get(f"/v1/batches/{batch_id}").json()
-        if batch["status"] in ("completed", "failed", "canceled"):
-            return batch
-        time.sleep(0.2)
-    raise AssertionError(f"batch {batch_id} did not finish: {batch}")
+    def ended() -> dict[str, Any] | None:
+        batch: dict[str, Any] = client.get(f"/v1/batches/{batch_id}").json()
+        return batch if batch["status"] in ("completed", "failed", "canceled") else None
+
+    return wait_until(ended, f"batch {batch_id} ends", timeout_s, poll_s=0.2)
 
 
 def simulator_prompts(simulator_url: str) -> list[str]:
@@ -232,10 +230,8 @@ class Receiver:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def wait(self, count: int, timeout_s: float = 30) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.requests) < count:
-            assert time.monotonic() < deadline, f"only {len(self.requests)} webhook requests"
-            time.sleep(0.05)
+        wait_until(lambda: len(self.requests) >= count, f"{count} webhook requests arrive",
+                   timeout_s)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -303,15 +299,13 @@ def test_a_private_address_webhook_is_refused_at_submit(
 
 
 def test_canceling_a_running_batch_stops_new_provider_calls(
-        client: httpx.Client, simulator: str) -> None:
+        client: httpx.Client, stack: RunningStack, simulator: str) -> None:
     """(``simulator`` empties the call log first: the same prompts ran on the other database.)"""
     simulator_url = simulator
     created = client.post("/v1/batches", content=prompts_jsonl(600, "cancel"))
     batch_id = created.json()["id"]
-    deadline = time.monotonic() + 60
-    while client.get(f"/v1/batches/{batch_id}").json()["request_counts"]["succeeded"] < 20:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(lambda: client.get(f"/v1/batches/{batch_id}").json()["request_counts"]
+               ["succeeded"] >= 20, "20 jobs of the batch succeed", 60)
     canceling = client.delete(f"/v1/batches/{batch_id}")
     assert canceling.status_code == 200
     assert canceling.json()["status"] in ("canceling", "canceled")
@@ -319,7 +313,7 @@ def test_canceling_a_running_batch_stops_new_provider_calls(
     counts = batch["request_counts"]
     assert batch["status"] == "canceled"
     assert counts["canceled"] > 0 and counts["queued"] == counts["running"] == 0
-    time.sleep(0.5)  # anything still on its way to a provider would show up by now
+    stack.wait_idle()  # every job handed to a worker is done with: no call is still on its way
     called = {p for p in simulator_prompts(simulator_url) if p.startswith("cancel ")}
     rows = [json.loads(line) for line in
             client.get(f"/v1/batches/{batch_id}/results").text.splitlines()]

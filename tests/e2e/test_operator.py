@@ -14,12 +14,12 @@ import redis
 
 from breaker import BreakerStore, Outcome
 from breaker.factory import make_breaker_store
+from cli.lab.stack import RunningStack, start_stack
+from cli.stack import free_port, spawn, stop_process, wait_http
 from imagequeue import keys
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
 from storage.db import migrate
-from tests.conftest import free_port, spawn, stop, wait_http
-from tests.stack import RunningStack, start_stack
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 GEMINI = "gemini-3-pro-image-preview"
@@ -81,7 +81,7 @@ def api_without_token(tmp_path_factory: pytest.TempPathFactory, stack: RunningSt
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc=proc)
     yield url
-    stop(proc)
+    stop_process(proc)
 
 
 def run_job(stack: RunningStack, api_key: str, prompt: str, timeout_s: float = 60) -> dict[str, Any]:

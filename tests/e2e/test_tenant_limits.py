@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -22,13 +21,14 @@ import pytest
 import redis
 from sqlalchemy import select
 
+from cli.lab.stack import RunningStack, wait_jobs
+from cli.stack import wait_until
 from providers.catalogue import load_catalogue
 from scheduler.queue.index import WaitingIndex
 from scheduler.tenants.quotas import running_caps
 from storage.db import make_engine, make_sessionmaker
 from storage.models import Job, Tenant
 from tests.e2e.conftest import stack_on_each_database
-from tests.stack import RunningStack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 MODEL = "gpt-image-1.5"
@@ -68,15 +68,6 @@ def latency(simulator: str, seconds: float, **errors: float) -> None:
     httpx.put(f"{simulator}/_sim/profile", json={"models": models}, timeout=5).raise_for_status()
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float = 30.0,
-               poll_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(poll_s)
-    return value
-
-
 def submit(client: httpx.Client, count: int, prefix: str, **extra: Any) -> list[str]:
     ids = []
     for k in range(count):
@@ -84,21 +75,6 @@ def submit(client: httpx.Client, count: int, prefix: str, **extra: Any) -> list[
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
     return ids
-
-
-def finished(client: httpx.Client, ids: list[str], timeout_s: float = 60.0) -> dict[str, Any]:
-    done: dict[str, Any] = {}
-
-    def all_done() -> bool:
-        for job_id in ids:
-            if job_id not in done:
-                job = client.get(f"/v1/jobs/{job_id}").json()
-                if job["status"] in TERMINAL:
-                    done[job_id] = job
-        return len(done) == len(ids)
-
-    wait_until(all_done, f"{len(ids)} jobs finished", timeout_s, poll_s=0.1)
-    return done
 
 
 def tenant_id(stack: RunningStack, name: str) -> str:
@@ -142,7 +118,7 @@ def test_max_running_1_holds_one_tenant_to_one_slot_while_another_runs_alongside
             return states[0] in TERMINAL
 
         wait_until(sample, "the capped tenant's last job finished", 60, poll_s=0.02)
-        finished(neighbour, second)
+        wait_jobs(neighbour, second)
     finally:
         client.close()
     assert most[capped_id] == 1, most
@@ -175,7 +151,7 @@ def test_a_flood_in_the_bulk_lane_does_not_hold_back_another_tenants_job(
     assert bulk.status_code == 202
     bulk_job = json.loads(small.get(f"/v1/batches/{bulk.json()['id']}/results").text)["job_id"]
     mine = [*interactive, bulk_job]
-    finished(small, mine, 30)
+    wait_jobs(small, mine, 30)
     flood_rows = [json.loads(line) for line in flood.get(
         f"/v1/batches/{batch_id}/results").text.splitlines()]
     flood_spans = times(stack, [r["job_id"] for r in flood_rows])
@@ -208,7 +184,7 @@ def test_the_budget_refuses_new_jobs_while_accepted_ones_run_and_settles_their_r
     assert int(refused.headers["Retry-After"]) > 0
     assert "per month" in refused.json()["error"]["message"]
 
-    done = finished(client, accepted)  # over budget, the running and queued ones still finish
+    done = wait_jobs(client, accepted)  # over budget, the running and queued ones still finish
     assert {j["status"] for j in done.values()} == {"succeeded"}
     spent = sum(j["cost_usd"] for j in done.values())
     assert spent == pytest.approx(2 * PRICE)
@@ -223,7 +199,7 @@ def test_the_budget_refuses_new_jobs_while_accepted_ones_run_and_settles_their_r
     assert "budget_usd" in out
     [failing] = submit(client, 1, "refused by the vendor")
     assert client.post("/v1/jobs", json={"prompt": "x", "model": MODEL}).status_code == 429
-    job = finished(client, [failing])[failing]
+    job = wait_jobs(client, [failing])[failing]
     assert job["status"] == "failed" and job["error"]["type"] == "content_policy"
     wait_until(lambda: client.get("/v1/limits").json()["budget"]["used_usd"]
                == pytest.approx(spent + job["cost_usd"]), "the failed job was settled")
@@ -237,7 +213,7 @@ def test_max_queued_accepts_again_once_jobs_finish(
     ids = submit(client, 2, "queued")
     refused = client.post("/v1/jobs", json={"prompt": "third", "model": MODEL})
     assert refused.status_code == 429 and refused.json()["error"]["type"] == "quota_exceeded"
-    finished(client, ids)
+    wait_jobs(client, ids)
 
     def accepted() -> bool:
         answer = client.post("/v1/jobs", json={"prompt": "after", "model": MODEL})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 import httpx
@@ -11,17 +10,11 @@ import pytest
 import sqlalchemy
 from PIL import Image
 
-from tests.stack import RunningStack
+from cli.lab.stack import RunningStack, wait_jobs
 
 
 def wait_terminal(client: httpx.Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if job["status"] in ("succeeded", "failed", "canceled", "expired"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
+    return wait_jobs(client, [job_id], timeout_s)[job_id]
 
 
 def simulator_prompts(simulator_url: str) -> list[str]:

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.lab import faults
+from cli.lab.faultlab import FaultLab, FaultResult
+from cli.lab.postgres import PostgresNotInstalled
 from tests.conftest import _missing
-from tests.faults import scenarios
-from tests.faults.harness import FaultLab, FaultResult
-from tests.pgcluster import PostgresNotInstalled
 
 WORKER_KILL_HEAL_S = 15.0
 DEPENDENCY_HEAL_S = 5.0
@@ -45,7 +45,7 @@ def assert_nothing_lost(result: FaultResult) -> None:
 
 def test_a_killed_workers_jobs_run_again_elsewhere_within_15s_billed_once_each_on_record(
         lab: FaultLab) -> None:
-    result = scenarios.kill_worker(lab)
+    result = faults.kill_worker(lab)
     assert_nothing_lost(result)
     assert result.billed > result.jobs  # the killed calls were billed, and are on record
     assert result.heal_s is not None and result.heal_s <= WORKER_KILL_HEAL_S, result
@@ -53,7 +53,7 @@ def test_a_killed_workers_jobs_run_again_elsewhere_within_15s_billed_once_each_o
 
 def test_a_worker_killed_while_polling_bfl_is_resumed_without_a_second_submit(
         lab: FaultLab) -> None:
-    result = scenarios.kill_while_polling(lab)
+    result = faults.kill_while_polling(lab)
     assert_nothing_lost(result)
     assert result.resubmits == 0, result
     assert result.billed == result.jobs, result
@@ -61,7 +61,7 @@ def test_a_worker_killed_while_polling_bfl_is_resumed_without_a_second_submit(
 
 
 def test_postgresql_down_loses_no_result_and_dispatch_resumes_within_5s(lab: FaultLab) -> None:
-    result = scenarios.database_down(lab)
+    result = faults.database_down(lab)
     assert_nothing_lost(result)
     assert "the scheduler exited" not in result.notes
     assert result.heal_s is not None and result.heal_s <= DEPENDENCY_HEAL_S, result
@@ -69,7 +69,7 @@ def test_postgresql_down_loses_no_result_and_dispatch_resumes_within_5s(lab: Fau
 
 def test_a_job_submitted_while_redis_is_down_is_accepted_and_runs_once_redis_is_back(
         lab: FaultLab) -> None:
-    result = scenarios.redis_down_during_submit(lab)
+    result = faults.redis_down_during_submit(lab)
     assert_nothing_lost(result)
     assert result.billed == 1
     assert "answered 503" in result.notes[-1], result
@@ -78,12 +78,12 @@ def test_a_job_submitted_while_redis_is_down_is_accepted_and_runs_once_redis_is_
 
 def test_an_open_breaker_survives_a_redis_restart_no_call_goes_to_the_dead_model(
         lab: FaultLab) -> None:
-    result = scenarios.redis_restart_open_breaker(lab)
+    result = faults.redis_restart_open_breaker(lab)
     assert_nothing_lost(result)
     assert result.notes[-1].startswith("0 calls to the dead model"), result
 
 
 def test_a_redis_flush_is_healed_at_once_without_false_task_failures(lab: FaultLab) -> None:
-    result = scenarios.redis_flushed(lab)
+    result = faults.redis_flushed(lab)
     assert_nothing_lost(result)
     assert result.heal_s is not None and result.heal_s <= DEPENDENCY_HEAL_S, result

@@ -23,11 +23,11 @@ from breaker import (
     RedisBreakerStore,
 )
 from breaker.factory import policy_source
+from cli.stack import RedisServer
 from imagequeue.failopen import fail_open_redis
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
 from tests.conftest import _missing
-from tests.faults.harness import PrivateRedis
 
 MODEL = "gemini-3-pro-image-preview"
 MINIMUM_CALLS = 5
@@ -35,17 +35,18 @@ OPEN_DURATION_S = 600.0  # far longer than the test: an OPEN read afterwards is 
 
 
 @pytest.fixture()
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PrivateRedis]:
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
     """``request.param``: whether the server keeps an append-only file."""
     if shutil.which("redis-server") is None:
         _missing("redis-server", "install it (apt-get install redis-server)")
-    running = PrivateRedis.start(tmp_path, persist=request.param)
+    data_dir = tmp_path / "redis-data" if request.param else None
+    running = RedisServer(tmp_path / "redis.log", data_dir=data_dir).start()
     yield running
-    running.close()
+    running.stop()
 
 
 @pytest.fixture()
-def store(server: PrivateRedis) -> Iterator[RedisBreakerStore]:
+def store(server: RedisServer) -> Iterator[RedisBreakerStore]:
     """The store every worker builds from its settings (``breaker_mode`` ``shared``), on a
     client of the test's own that is closed afterwards."""
     redis_url = server.url
@@ -75,7 +76,7 @@ def open_breaker(store: BreakerStore, model: str) -> ModelHealth:
 
 @pytest.mark.parametrize("server", [True], indirect=True, ids=["appendonly-everysec"])
 def test_an_open_breaker_is_still_open_with_the_same_deadline_after_redis_restarts(
-        server: PrivateRedis, store: RedisBreakerStore) -> None:
+        server: RedisServer, store: RedisBreakerStore) -> None:
     # Given a model whose breaker the shared store opened (in Redis, not failed open)
     opened = open_breaker(store, MODEL)
     assert isinstance(store, RedisBreakerStore) and store.store_errors == 0
@@ -97,7 +98,7 @@ def test_an_open_breaker_is_still_open_with_the_same_deadline_after_redis_restar
 
 @pytest.mark.parametrize("server", [False], indirect=True, ids=["no-persistence"])
 def test_without_persistence_a_restart_forgets_the_open_breaker_and_the_model_is_called_again(
-        server: PrivateRedis, store: RedisBreakerStore) -> None:
+        server: RedisServer, store: RedisBreakerStore) -> None:
     # Given a model whose breaker is open
     open_breaker(store, MODEL)
 

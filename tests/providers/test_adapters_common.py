@@ -3,7 +3,7 @@
 Success verifies and measures the image and bills only then; garbage (an HTML page, truncated
 JSON, base64 or bytes that are not an image) is a SERVER_ERROR, never an image; our timeout is
 TIMEOUT and other transport errors SERVER_ERROR; nothing httpx escapes; Unicode prompts arrive
-intact; a model without a key fails AUTH before any traffic.
+intact; a model without a key fails AUTH before any traffic, unless it is keyless.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import httpx
 import pytest
 
 from providers.adapters import ADAPTERS, adapter_for
-from providers.base import GenerationRequest
+from providers.adapters.common import KEYLESS_API_KEY
 from providers.calls import call
 from providers.catalogue import WIRE_FORMATS
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest
 from tests.providers.vendor_answers import (
     MODEL_FOR_FORMAT,
     FakeVendor,
@@ -191,7 +192,7 @@ def test_the_models_timeouts_are_applied_to_the_request(wire_format: str) -> Non
 def test_model_without_key_fails_auth_before_any_traffic(
     wire_format: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = model(wire_format, simulated=False)
+    spec = model(wire_format, keyless=False)
     monkeypatch.delenv(spec.api_key_env, raising=False)
     vendor = FakeVendor.succeeding(wire_format)
 
@@ -217,7 +218,7 @@ def test_model_without_key_fails_auth_before_any_traffic(
 def test_the_key_from_the_environment_is_sent_in_the_vendors_header(
     wire_format: str, header: str, value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = model(wire_format, simulated=False)
+    spec = model(wire_format, keyless=False)
     monkeypatch.setenv(spec.api_key_env, value.removeprefix("Bearer "))
     vendor = FakeVendor.succeeding(wire_format)
 
@@ -225,6 +226,41 @@ def test_the_key_from_the_environment_is_sent_in_the_vendors_header(
         call(client, spec, GenerationRequest("a fox"))
 
     assert vendor.seen[0].headers[header] == value
+
+
+@pytest.mark.parametrize(
+    ("wire_format", "header", "value"),
+    [
+        ("gemini", "x-goog-api-key", KEYLESS_API_KEY),
+        ("openai_images", "authorization", f"Bearer {KEYLESS_API_KEY}"),
+        ("bfl", "x-key", KEYLESS_API_KEY),
+        ("seedream", "authorization", f"Bearer {KEYLESS_API_KEY}"),
+        ("recraft", "authorization", f"Bearer {KEYLESS_API_KEY}"),
+        ("openai_compatible", "authorization", f"Bearer {KEYLESS_API_KEY}"),
+    ],
+)
+def test_a_keyless_model_without_a_key_sends_the_placeholder_in_the_vendors_header(
+    wire_format: str, header: str, value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = model(wire_format, keyless=True)
+    monkeypatch.delenv(spec.api_key_env, raising=False)
+    vendor = FakeVendor.succeeding(wire_format)
+
+    with vendor.client() as client:
+        call(client, spec, GenerationRequest("a fox"))
+
+    assert vendor.seen[0].headers[header] == value
+
+
+def test_a_keyless_model_sends_its_key_when_one_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = model("openai_images", keyless=True)
+    monkeypatch.setenv(spec.api_key_env, "gateway-key")
+    vendor = FakeVendor.succeeding("openai_images")
+
+    with vendor.client() as client:
+        call(client, spec, GenerationRequest("a fox"))
+
+    assert vendor.seen[0].headers["authorization"] == "Bearer gateway-key"
 
 
 def test_request_the_model_cannot_serve_fails_before_any_traffic() -> None:

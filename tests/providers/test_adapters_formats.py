@@ -11,9 +11,9 @@ import pytest
 from providers.adapters.bfl import snap_dimension
 from providers.adapters.gemini import nearest_aspect_ratio
 from providers.adapters.retry_hints import parse_duration_s, parse_retry_after_s
-from providers.base import GenerationRequest
 from providers.calls import call
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest
 from tests.providers.vendor_answers import (
     CDN,
     POLLING_URL,

@@ -1,21 +1,21 @@
 """Contract: every adapter against the running vendor simulator (real HTTP over loopback).
 
 The simulator forces an outcome with ``[sim:KIND]`` in the prompt; each KIND must reach the
-router as the class DESIGN.md gives it. ``hang`` runs with the model's timeout cut to 0.5 s.
+router as the error class ``EXPECTED`` gives it. ``hang`` runs with the model's timeout cut to 0.5 s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import httpx
 import pytest
 
-from providers.base import GenerationRequest
 from providers.calls import call
 from providers.catalogue import Catalogue, ModelSpec, load_catalogue
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest
+from simulator.catalogue import point_at_simulator
 
 MODELS = ["gemini-3-pro-image-preview", "gemini-2.5-flash-image", "gpt-image-1.5", "flux-2-pro",
           "seedream-4.5", "recraftv4", "recraftv4_vector", "aggregator-seedream-4"]
@@ -43,7 +43,7 @@ KEY_ENVS = ("GEMINI_API_KEY", "OPENAI_API_KEY", "BFL_API_KEY", "ARK_API_KEY",
 def catalogue(simulator: str, monkeypatch: pytest.MonkeyPatch) -> Catalogue:
     for name in KEY_ENVS:  # a developer's real key must never send these prompts to a vendor
         monkeypatch.delenv(name, raising=False)
-    return load_catalogue().pointed_at_simulator(simulator)
+    return point_at_simulator(load_catalogue(), simulator)
 
 
 @pytest.fixture()
@@ -53,10 +53,10 @@ def client() -> Iterator[httpx.Client]:
 
 
 def simulated(catalogue: Catalogue, model_id: str, **changes: object) -> ModelSpec:
-    model = replace(catalogue.model(model_id), **changes)  # type: ignore[arg-type]
+    model = catalogue.model(model_id).model_copy(update=changes)
     if model.wire_format == "bfl":  # poll briskly: the simulator's tasks finish in milliseconds
-        model = replace(model, options={**model.options, "poll_interval_s": 0.05})
-    assert model.simulated and model.base_url.startswith("http://127.0.0.1:")
+        model = model.model_copy(update={"options": {**model.options, "poll_interval_s": 0.05}})
+    assert model.keyless and model.base_url.startswith("http://127.0.0.1:")
     return model
 
 

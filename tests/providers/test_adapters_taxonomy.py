@@ -42,9 +42,9 @@ from typing import Any
 
 import pytest
 
-from providers.base import GenerationRequest
 from providers.calls import call
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GenerationRequest
 from tests.providers.vendor_answers import FakeVendor, model
 
 GEMINI_503 = {"error": {"code": 503, "message": "This model is currently experiencing high "

@@ -1,18 +1,24 @@
 """The catalogue: the shipped file loads; a bad file is rejected naming file, entry and reason;
-models without keys are pointed at the simulator; ``can_serve`` explains what a model lacks."""
+a JSON file of the same schema loads too; ``can_serve`` explains what a model lacks; and
+``models_for`` is the one rule for the models a job walks."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from providers.base import GenerationRequest
 from providers.catalogue import (
-    SIMULATOR_PREFIXES,
+    DEFAULT_CATALOGUE_PATH,
+    PINNED_ROUTE,
     CatalogueError,
+    ModelSpec,
+    Route,
     load_catalogue,
+    save_catalogue,
 )
+from providers.types import GenerationRequest
 
 ALL_KEY_ENVS = ("GEMINI_API_KEY", "OPENAI_API_KEY", "BFL_API_KEY", "ARK_API_KEY",
                 "RECRAFT_API_TOKEN", "AGGREGATOR_API_KEY")
@@ -26,6 +32,7 @@ base_url = "https://api.openai.com/v1"
 api_key_env = "OPENAI_API_KEY"
 price_per_image_usd = 0.05
 """
+DEFAULT_ROUTE = '[routes.default]\nmodels = ["m1"]\n'
 
 
 @pytest.fixture()
@@ -61,24 +68,42 @@ def test_shipped_catalogue_has_the_documented_models_and_routes() -> None:
     [
         (MINIMAL_MODEL + "[routes.default\nmodels = []", "document", "bad TOML syntax"),
         (MINIMAL_MODEL.replace("openai_images", "telepathy"), "model 'm1'",
-         "unknown wire_format 'telepathy'"),
+         "wire_format: unknown value 'telepathy' (known: 'openai_images', "),
         (MINIMAL_MODEL + MINIMAL_MODEL, "model 'm1'", "duplicate model id"),
         (MINIMAL_MODEL + '[routes.default]\nmodels = ["m1", "ghost"]\n', "route 'default'",
          "names unknown model 'ghost'"),
         (MINIMAL_MODEL.replace('api_key_env = "OPENAI_API_KEY"\n', ""), "model 'm1'",
-         "missing or empty text field 'api_key_env'"),
-        (MINIMAL_MODEL.replace("0.05", '"cheap"'), "model 'm1'", "price_per_image_usd"),
-        (MINIMAL_MODEL + "timeout_s = -1\n", "model 'm1'", "timeout_s must be a number > 0"),
-        (MINIMAL_MODEL + 'sizes = ["1024*1024"]\n', "model 'm1'", "sizes must be a list"),
+         "missing field(s) ['api_key_env']"),
+        (MINIMAL_MODEL.replace("0.05", '"cheap"'), "model 'm1'",
+         "price_per_image_usd: Input should be a valid number (got 'cheap')"),
+        (MINIMAL_MODEL + "timeout_s = -1\n", "model 'm1'",
+         "timeout_s: Input should be greater than 0 (got -1)"),
+        (MINIMAL_MODEL + 'sizes = ["1024*1024"]\n', "model 'm1'",
+         'sizes[0]: expected "WxH", such as "1024x1024" (got \'1024*1024\')'),
         (MINIMAL_MODEL + "timout_s = 30\n", "model 'm1'", "unknown field(s) ['timout_s']"),
-        (MINIMAL_MODEL + 'capabilities = ["telepathy"]\n', "model 'm1'", "unknown capability"),
+        (MINIMAL_MODEL + 'capabilities = ["telepathy"]\n', "model 'm1'",
+         "capabilities[0]: unknown value 'telepathy'"),
+        (MINIMAL_MODEL + "max_concurrency = 2.5\n", "model 'm1'",
+         "max_concurrency: Input should be a valid integer (got 2.5)"),
+        (MINIMAL_MODEL.replace("https://api.openai.com/v1", "api.openai.com"), "model 'm1'",
+         "base_url: not an http(s) URL (got 'api.openai.com')"),
         (MINIMAL_MODEL + '[routes.default]\nmodels = ["m1"]\nallow_fallback = "no"\n',
-         "route 'default'", "allow_fallback must be true or false"),
-        ('[[models]]\nvendor = "openai"\n', "models[0]", "missing or empty text field 'id'"),
+         "route 'default'", "allow_fallback: Input should be a valid boolean (got 'no')"),
+        (MINIMAL_MODEL + '[routes.default]\nmodels = ["m1"]\nfallback = false\n',
+         "route 'default'", "unknown field(s) ['fallback']"),
+        (MINIMAL_MODEL + "[routes.default]\nmodels = []\n", "route 'default'",
+         "models: expected at least 1 item(s)"),
+        ('[[models]]\nvendor = "openai"\n', "models[0]", "missing field(s) ['id', "),
+        ("models = []\n", "document", "models: expected at least 1 item(s)"),
+        (MINIMAL_MODEL + DEFAULT_ROUTE + "[limits]\n", "document", "unknown field(s) ['limits']"),
+        (MINIMAL_MODEL + '[routes.fast]\nmodels = ["m1"]\n', "routes", "no 'default' route"),
+        (MINIMAL_MODEL + DEFAULT_ROUTE + f'[routes.{PINNED_ROUTE}]\nmodels = ["m1"]\n',
+         f"route '{PINNED_ROUTE}'", "the name is reserved for the jobs that name a model"),
     ],
     ids=["syntax", "wire-format", "duplicate", "unknown-route-model", "missing-field",
          "bad-price", "bad-timeout", "bad-size", "unknown-field", "unknown-capability",
-         "bad-fallback", "no-id"],
+         "float-count", "bad-url", "bad-fallback", "unknown-route-field", "empty-route", "no-id",
+         "no-models", "unknown-top-level", "no-default-route", "reserved-route-name"],
 )
 def test_bad_catalogue_error_names_file_entry_and_reason(
     tmp_path: Path, text: str, entry: str, reason: str
@@ -94,30 +119,72 @@ def test_bad_catalogue_error_names_file_entry_and_reason(
 
 
 def test_route_may_disable_fallback(tmp_path: Path) -> None:
-    path = write(tmp_path, MINIMAL_MODEL + '[routes.only]\nmodels = ["m1"]\nallow_fallback = false\n')
+    path = write(tmp_path, MINIMAL_MODEL + DEFAULT_ROUTE
+                 + '[routes.only]\nmodels = ["m1"]\nallow_fallback = false\n')
 
     assert load_catalogue(path).route("only").allow_fallback is False
 
 
-def test_pointed_at_simulator_rewrites_only_models_without_a_key(
-    no_keys: None, monkeypatch: pytest.MonkeyPatch
+def test_a_catalogue_without_a_default_route_is_refused_when_it_is_loaded(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL_MODEL + '[routes.fast]\nmodels = ["m1"]\n')
+
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue(path)
+
+    assert str(caught.value).startswith(f"{path}: routes: no 'default' route")
+
+
+def test_a_saved_catalogue_is_a_json_catalogue_file_that_loads_back_equal(tmp_path: Path) -> None:
+    shipped = load_catalogue()
+
+    path = save_catalogue(shipped, tmp_path / "catalogue.json")
+    loaded = load_catalogue(path)
+
+    assert json.loads(path.read_text(encoding="utf-8"))["routes"]["default"]["models"][0] == (
+        shipped.route("default").models[0])
+    assert (loaded.models, loaded.routes, loaded.source) == (shipped.models, shipped.routes, path)
+
+
+@pytest.mark.parametrize(
+    ("text", "entry", "reason"),
+    [
+        ('{"models": [', "document", "bad JSON syntax"),
+        ("[]", "document", "expected a JSON object"),
+        (json.dumps({"models": [{"id": "m1", "vendor": "openai", "wire_format": "bfl",
+                                 "vendor_model": "x", "base_url": "https://x", "api_key_env": "K",
+                                 "price_per_image_usd": 0.1, "timeout_s": "30"}],
+                     "routes": {"default": {"models": ["m1"]}}}),
+         "model 'm1'", "timeout_s: Input should be a valid number (got '30')"),
+    ],
+    ids=["syntax", "not-an-object", "string-for-number"],
+)
+def test_a_bad_json_catalogue_names_file_entry_and_reason(
+    tmp_path: Path, text: str, entry: str, reason: str
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
-    catalogue = load_catalogue()
+    path = tmp_path / "catalogue.json"
+    path.write_text(text, encoding="utf-8")
 
-    simulated = catalogue.pointed_at_simulator("http://127.0.0.1:8100/")
+    with pytest.raises(CatalogueError) as caught:
+        load_catalogue(path)
 
-    for model_id, original in catalogue.models.items():
-        model = simulated.model(model_id)
-        if original.api_key_env == "OPENAI_API_KEY":
-            assert model == original and not model.simulated
-        else:
-            assert model.simulated and model.configured and model.missing_key_hint is None
-            assert model.base_url == "http://127.0.0.1:8100" + SIMULATOR_PREFIXES[
-                model.wire_format]
-    assert simulated.model("seedream-4.5").base_url == "http://127.0.0.1:8100/ark/api/v3"
-    assert "gpt-image-1.5" not in simulated.simulated_models
-    assert catalogue.model("flux-2-pro").base_url == "https://api.bfl.ai/v1", "original untouched"
+    assert (caught.value.source, caught.value.entry) == (str(path), entry)
+    assert reason in caught.value.reason
+
+
+def test_a_keyless_model_needs_no_key_variable_and_is_configured_without_one(
+    tmp_path: Path, no_keys: None
+) -> None:
+    local = MINIMAL_MODEL.replace('api_key_env = "OPENAI_API_KEY"\n', "keyless = true\n")
+    path = write(tmp_path, local + DEFAULT_ROUTE)
+
+    model = load_catalogue(path).model("m1")
+
+    assert (model.keyless, model.api_key(), model.configured, model.missing_key_hint) == (
+        True, None, True, None)
+
+
+def test_the_shipped_models_all_need_a_key() -> None:
+    assert not any(model.keyless for model in load_catalogue(DEFAULT_CATALOGUE_PATH).models.values())
 
 
 def test_unkeyed_model_is_not_configured_and_says_which_key_to_set(no_keys: None) -> None:
@@ -159,3 +226,34 @@ def test_can_serve_explains_what_the_model_lacks(
     else:
         assert answer is not None and answer.startswith(reason)
 
+
+
+def ids(models: tuple[ModelSpec, ...]) -> list[str]:
+    return [model.id for model in models]
+
+
+def test_a_job_on_a_route_walks_its_chain_and_only_its_first_model_without_fallback() -> None:
+    shipped = load_catalogue()
+    strict = Route(models=shipped.route("logo").models, allow_fallback=False)
+    catalogue = shipped.model_copy(update={"routes": {**shipped.routes, "strict": strict}})
+
+    assert ids(catalogue.models_for("logo", "recraftv4_vector")) == list(shipped.route("logo").models)
+    assert ids(catalogue.models_for("strict", "recraftv4_vector")) == ["recraftv4_vector"]
+
+
+def test_a_pinned_job_walks_its_model_only_and_nothing_once_the_model_is_gone() -> None:
+    catalogue = load_catalogue()
+
+    assert ids(catalogue.models_for(PINNED_ROUTE, "aggregator-seedream-4")) == [
+        "aggregator-seedream-4"]
+    assert catalogue.models_for(PINNED_ROUTE, "retired-model") == ()
+
+
+def test_a_job_on_a_route_since_removed_walks_the_default_route_by_the_same_rule() -> None:
+    shipped = load_catalogue()
+    default = shipped.route("default")
+
+    assert ids(shipped.models_for("retired", "recraftv4_vector")) == list(default.models)
+    strict = shipped.model_copy(update={"routes": {
+        **shipped.routes, "default": Route(models=default.models, allow_fallback=False)}})
+    assert ids(strict.models_for("retired", None)) == [default.models[0]]

@@ -8,7 +8,7 @@ import base64
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -45,13 +45,15 @@ def b64(data: bytes) -> str:
 
 
 def model(wire_format_or_id: str, **changes: Any) -> ModelSpec:
-    """A shipped catalogue model, simulated (no key needed), with fast polling for BFL."""
+    """A shipped catalogue model at a fake vendor, keyless (no key needed), with fast polling
+    for BFL."""
     model_id = MODEL_FOR_FORMAT.get(wire_format_or_id, wire_format_or_id)
     spec = load_catalogue().model(model_id)
-    spec = replace(spec, base_url=f"https://{spec.vendor}.vendor.test/v1", simulated=True)
+    spec = spec.model_copy(update={"base_url": f"https://{spec.vendor}.vendor.test/v1",
+                                   "keyless": True})
     if spec.wire_format == "bfl":
-        spec = replace(spec, options={**spec.options, "poll_interval_s": 0.001})
-    return replace(spec, **changes)
+        spec = spec.model_copy(update={"options": {**spec.options, "poll_interval_s": 0.001}})
+    return spec.model_copy(update=changes)
 
 
 def json_answer(

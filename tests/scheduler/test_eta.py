@@ -18,7 +18,6 @@ from scheduler.eta.forecast import (
     expected_service_s,
     fit_lognormal,
     forecast,
-    gradio_estimate,
 )
 
 
@@ -217,7 +216,6 @@ def test_no_live_workers_means_no_eta() -> None:
     assert not curve.available
     assert curve.at(0) == (math.inf, math.inf)
     assert curve.at(10_000) == (math.inf, math.inf)
-    assert gradio_estimate(3, 0, 5.0, 0.0) == (math.inf, math.inf)
 
 
 def test_a_new_job_gets_the_eta_of_the_position_equal_to_the_queue_depth() -> None:
@@ -356,17 +354,6 @@ def test_fit_lognormal_needs_enough_positive_samples() -> None:
     assert fitted is not None
     assert fitted.median_s == pytest.approx(10.0)
     assert fitted.sigma == pytest.approx(0.0)
-
-
-# --- the baseline -----------------------------------------------------------------------------
-
-
-def test_gradio_estimate_hand_worked() -> None:
-    # Position 5, two slots, 10 s mean service, the next slot frees in 3 s.
-    start_s, finish_s = gradio_estimate(5, 2, 10.0, 3.0)
-
-    assert start_s == pytest.approx(3.0 + 5 * 10.0 / 2)
-    assert finish_s == pytest.approx(start_s + 10.0)
 
 
 # --- per-job slot overhead --------------------------------------------------------------------

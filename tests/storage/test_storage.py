@@ -1,4 +1,4 @@
-"""Storage on SQLite and PostgreSQL: migrations, rows as DESIGN.md describes them, the blob store."""
+"""Storage on SQLite and PostgreSQL: migrations, rows as storage/models.py defines them, the blob store."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ vendor limits on the test Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 import redis
@@ -40,5 +39,5 @@ def limits(clean_redis: str) -> Iterator[VendorLimits]:
 def models() -> list[ModelSpec]:
     """The default route, with generous rate limits so only the tests' own limits bite."""
     catalogue = load_catalogue()
-    return [replace(catalogue.models[m], requests_per_minute=60_000)
+    return [catalogue.models[m].model_copy(update={"requests_per_minute": 60_000})
             for m in catalogue.routes["default"].models]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 
 import pytest
 
 from breaker import BreakerState, InMemoryBreakerStore
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 from tests.breaker.conftest import Clock
 from tests.workers.conftest import POLICY
 from throttle import VendorLimits
@@ -110,7 +109,7 @@ def test_half_open_probes_that_succeed_close_the_breaker(
 
 def test_a_full_concurrency_cap_skips_the_model_after_a_bounded_wait(
         breaker: InMemoryBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
-    capped = replace(models[0], max_concurrency=1)
+    capped = models[0].model_copy(update={"max_concurrency": 1})
     route = [capped, *models[1:]]
     assert limits.acquire(capped.id, 1, "another-worker", ttl_s=30)
     outcome = walk(route, REQUEST, failing_model("none"), admission(breaker, limits))
@@ -120,7 +119,7 @@ def test_a_full_concurrency_cap_skips_the_model_after_a_bounded_wait(
 
 def test_the_slot_is_released_right_after_the_call_even_when_it_raises(
         breaker: InMemoryBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
-    capped = replace(models[0], max_concurrency=1)
+    capped = models[0].model_copy(update={"max_concurrency": 1})
 
     def broken(_model: ModelSpec, _request: GenerationRequest) -> GenerationResult:
         raise RuntimeError("adapter bug")
@@ -132,7 +131,7 @@ def test_the_slot_is_released_right_after_the_call_even_when_it_raises(
 
 def test_concurrent_jobs_never_exceed_the_cap(
         breaker: InMemoryBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
-    capped = replace(models[0], max_concurrency=2)
+    capped = models[0].model_copy(update={"max_concurrency": 2})
     in_flight, peak = [0], [0]
     lock = threading.Lock()
 

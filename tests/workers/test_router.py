@@ -3,10 +3,9 @@ may use. Pure: the vendor call is a function that records who was asked."""
 
 from __future__ import annotations
 
-from providers.base import GeneratedImage, GenerationRequest, GenerationResult
-from providers.catalogue import Catalogue, ModelSpec, Route, load_catalogue
+from providers.catalogue import PINNED_ROUTE, ModelSpec, Route, load_catalogue
 from providers.errors import ErrorClass, ProviderError
-from scheduler.queue.jobs import PINNED_ROUTE
+from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 from workers.router import SKIPPED, SUCCESS, candidates, walk
 
 
@@ -56,8 +55,8 @@ def test_a_job_level_error_stops_the_walk_at_once() -> None:
 
 def test_a_route_without_fallback_fails_rather_than_degrades() -> None:
     shipped = load_catalogue()
-    strict = Route("strict", shipped.routes["default"].models, allow_fallback=False)
-    catalogue = Catalogue(shipped.models, {**shipped.routes, "strict": strict}, shipped.source)
+    strict = Route(models=shipped.routes["default"].models, allow_fallback=False)
+    catalogue = shipped.model_copy(update={"routes": {**shipped.routes, "strict": strict}})
     first = strict.models[0]
     asked, call = vendor({first: ErrorClass.OVERLOADED})
     outcome = walk(candidates(catalogue, "strict", None), GenerationRequest("a fox"), call)  # type: ignore[arg-type]

@@ -1,95 +1,41 @@
-"""Faults on real processes, measured: the fault suite and ``benchmarks/faults.py`` share this.
+"""Faults done to real processes, measured: what the fault suite (tests/faults) asserts and
+``python -m benchmarks.faults`` prints.
 
 A ``FaultLab`` is a private persistent Redis, a throwaway PostgreSQL cluster and the vendor
-simulator; each scenario starts the real API, scheduler and two workers on them (default lease,
-heartbeat and reconcile settings), submits jobs with unique prompts, does something bad to a real
-process, and reads the outcome from the database and the simulator's call log, which stands for
-the vendor's bill. ``FaultResult`` holds what the issue's table asks for.
+simulator; each fault (``cli.lab.faults``) starts the real API, scheduler and two workers on them
+(default lease, heartbeat and reconcile settings), submits jobs with unique prompts, does
+something bad to a real process, and reads the outcome from the database and the simulator's call
+log, which stands for the vendor's bill. ``FaultResult`` holds what was lost, what was billed and
+how long the system took to heal.
 """
 
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import redis
 import sqlalchemy
 from sqlalchemy import select
 
+from cli.lab.postgres import ThrowawayPostgres
+from cli.lab.stack import RunningStack, start_stack
+from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http, wait_until
+from imagequeue import keys
 from storage.db import make_engine, migrate
 from storage.models import Attempt, Job, JobStatus
-from tests.conftest import free_port, spawn, stop, wait_http
-from tests.pgcluster import ThrowawayPostgres
-from tests.stack import RunningStack, start_private_redis, start_stack
 
 TERMINAL = {s.value for s in JobStatus if s.is_terminal}
 DEFAULTS = {"IMGQ_WORKER_HEARTBEAT_S": "2.0"}  # start_stack speeds heartbeats up; faults use ours
-
-
-def wait_until(condition: Callable[[], Any], what: str, timeout_s: float,
-               poll_s: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting until {what}")
-        time.sleep(poll_s)
-
-
-@dataclass
-class PrivateRedis:
-    """A redis-server of the lab's own that it may stop and start again on the same port."""
-
-    log_dir: Path
-    persist: bool
-    proc: subprocess.Popen[bytes] | None
-    url: str
-
-    @classmethod
-    def start(cls, log_dir: Path, *, persist: bool = True) -> PrivateRedis:
-        proc, url = start_private_redis(log_dir, persist=persist)
-        return cls(log_dir, persist, proc, url)
-
-    @property
-    def port(self) -> int:
-        port = urlparse(self.url).port
-        assert port is not None
-        return port
-
-    def stop(self, exit_timeout_s: float = 10.0) -> None:
-        """SIGTERM, as a service manager does; waits for the process to exit."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            code = self.proc.wait(timeout=exit_timeout_s)
-            assert code == 0, (self.log_dir / "redis.log").read_text()  # a clean shutdown
-            self.proc = None
-
-    def start_again(self) -> None:
-        self.proc, url = start_private_redis(self.log_dir, persist=self.persist, port=self.port)
-        assert url == self.url
-
-    def restart(self) -> None:
-        self.stop()
-        self.start_again()
-
-    def close(self) -> None:
-        if self.proc is not None:
-            stop(self.proc)
-            self.proc = None
 
 
 @dataclass
@@ -119,7 +65,7 @@ class FaultLab:
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root or tempfile.mkdtemp(prefix="imgq-faults-"))
         self.root.mkdir(parents=True, exist_ok=True)
-        self.redis = PrivateRedis.start(self.root, persist=True)
+        self.redis = RedisServer(self.root / "redis.log", data_dir=self.root / "redis-data").start()
         self.postgres = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="imgq-faults-pg-")))
         self.postgres.start()
         migrate(self.postgres.url)
@@ -134,10 +80,10 @@ class FaultLab:
         self.http_statuses: Counter[int] = Counter()
 
     def close(self) -> None:
-        stop(self.simulator)
+        stop_process(self.simulator)
         self.engine.dispose()
         self.client.close()
-        self.redis.close()
+        self.redis.stop()
         self.postgres.destroy()
 
     # --- one scenario's stack ----------------------------------------------------------------
@@ -205,8 +151,8 @@ class FaultLab:
 
     def owners(self) -> dict[str, str]:
         """job id -> lease owner ("token|host:pid") of every job a worker holds."""
-        raw = self.client.hgetall("imgq:v1:lease:owners")
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        raw = self.client.hgetall(keys.LEASE_OWNERS)
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     def held_by(self, pid: int) -> set[str]:
         return {j for j, owner in self.owners().items() if owner.endswith(f":{pid}")}
@@ -272,3 +218,7 @@ def kill(stack: RunningStack, name: str) -> None:
 def first_call_after(lab: FaultLab, tag: str, moment_s: float) -> float | None:
     starts = [c["started_at"] for c in lab.ledger(tag) if c["started_at"] >= moment_s]
     return min(starts) if starts else None
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,12 +1,12 @@
-"""A throwaway PostgreSQL cluster of our own, for tests that stop and start the database.
+"""A throwaway PostgreSQL cluster of our own, to stop and start the database under a running stack.
 
 ``initdb`` makes a fresh cluster in ``root/"data"`` (trust auth, superuser ``postgres``);
 ``start()`` runs it on a free loopback port (the same port across restarts) with its socket in
 ``root``; ``stop()`` kills it (``immediate`` by default: the way a crash looks to clients);
 ``destroy()`` stops it and deletes ``root``. PostgreSQL refuses to run as root, so under root the
 binaries run as the ``postgres`` OS user and ``root`` is handed to that user: it must then sit
-where that user can reach it (``tempfile.mkdtemp()`` under /tmp does; pytest's own tmp dirs under
-root, mode 0700, do not).
+where that user can reach it (``tempfile.mkdtemp()`` under /tmp does; a directory of mode 0700 under
+root does not).
 """
 
 from __future__ import annotations

@@ -1,25 +1,26 @@
 """The faults, one function each: run it on a ``FaultLab``, get a ``FaultResult``.
 
-Sizes are parameters: the test suite runs them small, ``benchmarks/faults.py`` at the sizes of
-the issue that asked for them (40 jobs, a 35 s database outage...).
+Sizes are parameters: the fault suite (tests/faults) runs them small, ``python -m
+benchmarks.faults`` at larger sizes (40 jobs, a 35 s database outage...).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import httpx
 
-from tests.faults.harness import (
+from cli.lab.faultlab import (
     TERMINAL,
     FaultLab,
     FaultResult,
     first_call_after,
     kill,
-    wait_until,
     worker_pid,
 )
-from tests.stack import RunningStack
+from cli.lab.stack import RunningStack
+from cli.stack import wait_until
 
 BREAKER_ENV = {"IMGQ_BREAKER_WINDOW_S": "30", "IMGQ_BREAKER_MINIMUM_CALLS": "4",
                "IMGQ_BREAKER_OPEN_DURATION_S": "120", "IMGQ_BREAKER_HALF_OPEN_PROBES": "2"}
@@ -74,7 +75,7 @@ def database_down(lab: FaultLab, jobs: int = 32, latency_s: float = 1.5,
         with run.client() as client:  # the API answers 503s meanwhile, never a 500
             while time.monotonic() < down_until:
                 lab.http_statuses[client.get(f"/v1/jobs/{ids[0]}").status_code] += 1
-                time.sleep(0.5)
+                time.sleep(0.5)  # the outage lasts outage_s whatever happens: time is the fault
         lab.postgres.start()
         back = time.time()
         first = wait_until(lambda: first_call_after(lab, run.tag, back), "a new call starts", 60)
@@ -89,12 +90,12 @@ def database_down(lab: FaultLab, jobs: int = 32, latency_s: float = 1.5,
 def redis_down_during_submit(lab: FaultLab) -> FaultResult:
     """Redis stopped; a job submitted meanwhile is 202 and runs once Redis is back."""
     with lab.scenario("redis-down-submit", 0.2) as run:
-        lab.redis.stop()
+        assert lab.redis.stop() == 0, lab.redis.log.read_text()  # a clean shutdown
         ids = run.submit(1)
         with run.client() as client:
             probe = client.get(f"/v1/jobs/{ids[0]}")
         lab.http_statuses[probe.status_code] += 1
-        lab.redis.start_again()
+        lab.redis.start()
         back = time.time()
         first = wait_until(lambda: first_call_after(lab, run.tag, back), "the job's call starts",
                            60)
@@ -166,5 +167,6 @@ def _answers(client: httpx.Client) -> bool:
         return False
 
 
-ALL = (kill_worker, kill_while_polling, database_down, redis_down_during_submit,
-       redis_restart_open_breaker, redis_flushed)
+ALL: tuple[Callable[..., FaultResult], ...] = (
+    kill_worker, kill_while_polling, database_down, redis_down_during_submit,
+    redis_restart_open_breaker, redis_flushed)
