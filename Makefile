@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test lint up clean
+.PHONY: install demo test lint up clean chromium
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "imagequeue needs Python 3.11 or newer")'
@@ -25,7 +25,19 @@ lint: install
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: install lint
+# The /status page test drives Debian's Chromium (never a downloaded browser build). Installed
+# here when missing and possible (root with apt-get); otherwise that test skips, naming the
+# command (under CI=1 it fails).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the /status page test: apt-get install -y chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+	  || echo "could not install chromium: the /status page test will say so"; \
+	fi
+
+test: install lint chromium
 	$(PY) -m pytest -q
 
 clean:

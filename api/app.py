@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import bodies, errors, ratelimit
-from api.routes import admin, batches, events, jobs, limits, ops
+from api import bodies, errors, metrics, ratelimit
+from api.routes import admin, batches, events, jobs, limits, openai_images, openai_models, ops, status
 from api.services import Services
 from api.snapshots import SnapshotListener
 from imagequeue.settings import Settings
@@ -39,9 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(jobs.router)
     app.include_router(events.router)
+    app.include_router(status.router)  # /v1/status, its stream and the /status page
     app.include_router(admin.router)
     app.include_router(limits.router)
+    app.include_router(openai_images.router)  # the OpenAI-compatible gateway, OpenAI's errors
+    app.include_router(openai_models.router)
     ratelimit.install(app)  # requests per minute per tenant; 429s of every tenant limit
     app.state.streams = events.StreamCounter()
     batches.install(app)
+    metrics.install(app, settings.api_metrics)  # GET /metrics, requests counted (outermost)
     return app

@@ -57,6 +57,13 @@ class BatchOut(BaseModel):
     request_counts: RequestCountsOut
     served_by: dict[str, int] = Field(description="Jobs served by each model.")
     degraded: int = Field(description="Jobs served by a fallback model, not the one requested.")
+    notice: str | None = Field(
+        default=None,
+        description="One plain sentence for the end user: how many images a fallback model "
+                    "made and how many no model could make in time (each result line's "
+                    "`notice` says why); null when neither happened.",
+        examples=["12 of 200 images were made with a fallback model; each result's notice "
+                  "says why."])
     cost_usd: float = Field(description="Cost of the jobs finished so far.")
     eta_last_job_s: float | None = Field(
         default=None, description="Seconds until the last job should finish; null when unknown.")

@@ -15,6 +15,7 @@ from storage.models import Tenant
 from storage.tenants import tenant_for_api_key
 
 _bearer = HTTPBearer(auto_error=False, description="A tenant API key: `Authorization: Bearer imgq_...`")
+bearer = _bearer  # for routes whose key is optional (the status while it is public)
 
 
 def services(request: Request) -> Services:

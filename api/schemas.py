@@ -48,6 +48,13 @@ class JobOut(BaseModel):
     requested_model: str | None
     served_by: str | None
     degraded: bool
+    notice: str | None = Field(
+        default=None,
+        description="One plain sentence for the end user when the job was not served as asked "
+                    "(a fallback model made it, or no model could), naming the models and why; "
+                    "null when nothing was degraded, while it runs, and when the request itself "
+                    "was refused (its `error` says why). Meant to be shown as is, e.g. as a toast.",
+        examples=["Made with Seedream 4.5 because Gemini 3 Pro Image is overloaded right now."])
     queue_position: int | None = Field(
         description="0 = next to be handed to a worker; null once handed to one (or parked).")
     eta_start_seconds: float | None = Field(

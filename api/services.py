@@ -10,6 +10,7 @@ from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.image_links import ImageLinks
 from api.ratelimit import RequestRate
 from breaker import BreakerStore
 from breaker.factory import make_breaker_store
@@ -47,6 +48,7 @@ class Services:
     limit_defaults: LimitDefaults
     counters: TenantCounters
     rate: RequestRate
+    image_links: ImageLinks  # the signed links of the OpenAI-compatible gateway
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -60,7 +62,7 @@ class Services:
                          job_deadline_s=settings.job_deadline_s, counters=counters)
         return cls(settings, engine, sessions, client, catalogue, queue,
                    LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue.models),
-                   defaults, counters, RequestRate(client))
+                   defaults, counters, RequestRate(client), ImageLinks.from_settings(settings))
 
     def close(self) -> None:
         self.redis.close()

@@ -131,6 +131,19 @@ class RedisBreakerStore:
                 break
         return found[:count]
 
+    def events_after(self, after: str | None, count: int = 1000) -> tuple[list[Event], str]:
+        """The transitions logged after the stream entry ``after``, oldest first (at most
+        ``count``), and the entry id to pass next time. ``after=None`` returns none, and the id
+        of the newest entry: the point from which a reader counts what comes next."""
+        stream = keys.breaker_events(self._prefix)
+        if after is None:
+            newest = self._redis.xrevrange(stream, "+", "-", 1) or []
+            return [], _text(newest[0][0]) if newest else "0-0"
+        entries = self._redis.xrange(stream, f"({after}", "+", count) or []
+        events = [_event({_text(k): _text(v) for k, v in (fields or {}).items()})
+                  for _, fields in entries]
+        return events, _text(entries[-1][0]) if entries else after
+
     def _override(self, model: str, action: str, reason: str = "") -> None:
         self._override_script(keys=self._keys(model), args=self._args(model, [action, reason]))
 

@@ -123,8 +123,9 @@ def result_line(job: dict[str, Any], paths: list[str]) -> str:
                 f"{escape((error.get('message') or '')[:100])}")
     line = f"[green]✓[/] {prompt} [bold]{job['served_by']}[/]"
     if job.get("degraded"):
-        line += (f"\n    [yellow]degraded: served by {job['served_by']} because "
-                 f"{job['requested_model']} was unavailable ({escape(why_unavailable(job))})[/]")
+        notice = job.get("notice") or f"served by a fallback, not {job['requested_model']}"
+        line += (f"\n    [yellow]{escape(notice)}[/] "
+                 f"[dim]({job['requested_model']}: {escape(why_unavailable(job))})[/]")
     return line + (f"\n    → {', '.join(paths)}" if paths else "")
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from cli.batches import is_batch_file, submit_file
@@ -414,6 +415,8 @@ def _print_job(job: dict[str, Any]) -> None:
         console.print(f"  served by {job['served_by']}{note}  cost ${job['cost_usd']:.3f}")
     if job["error"]:
         console.print(f"  [red]{job['error']['type']}[/]: {job['error']['message']}")
+    if job.get("notice"):
+        console.print(f"  [yellow]{escape(job['notice'])}[/]")
     table = Table("model", "outcome", "latency ms", "http", box=None, pad_edge=False)
     for attempt in job["attempts"]:
         table.add_row(attempt["model"], attempt["outcome"], str(attempt["latency_ms"]),

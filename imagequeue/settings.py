@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
         description="Each published snapshot wakes the API's event streams; one that no snapshot "
                     "woke for this long (no scheduler running, Redis unreachable) reads its job "
                     "or batch again anyway.")
+    status_page_public: bool = Field(
+        default=True,
+        description="Whether GET /v1/status, its stream /v1/status/stream and the /status page's "
+                    "figures answer anyone (true), or only a tenant's API key (false: the page "
+                    "then asks for one).")
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
         description="How often the dispatcher heals Redis from the database and recovers stale "
@@ -83,6 +88,25 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(
         default=16 * 1024, ge=2, description="Bytes a job's metadata may take as compact JSON.")
     admin_token: str | None = None
+
+    # The OpenAI-compatible gateway (POST /v1/images/generations; docs/api.md).
+    gateway_wait_s: float = Field(
+        default=120.0, gt=0,
+        description="How long a gateway call waits for its job's images before answering 503 "
+                    "(a job not started by then is canceled unless the call sent an "
+                    "Idempotency-Key); a call may ask for less with `x-imagequeue-wait`.")
+    gateway_poll_s: float = Field(
+        default=0.5, gt=0,
+        description="While a gateway call waits, it reads its job at each published snapshot "
+                    "and at least this often, and notices a client that went away.")
+    gateway_url_secret: SecretStr | None = Field(
+        default=None,
+        description="The HMAC key of the signed image links (`response_format: url`). Give "
+                    "every API process the same one; unset, each process makes its own at "
+                    "start-up, so a link works only on the process that made it, until it "
+                    "restarts.")
+    gateway_url_ttl_s: int = Field(
+        default=3600, ge=1, description="How long a signed image link works.")
 
     max_batch_lines: int = Field(default=50_000, ge=1, description="Lines in one batch upload.")
     max_batch_bytes: int = Field(default=64 * 1024 * 1024, ge=1, description="Bytes of one upload.")
@@ -160,3 +184,21 @@ class Settings(BaseSettings):
         default=5000, ge=1,
         description="Waiting jobs one dispatch looks through to pass over those of tenants at "
                     "their max_running cap.")
+
+    # Prometheus metrics (docs/operations.md): the API on its own port, the others on theirs.
+    api_metrics: bool = Field(
+        default=True,
+        description="Serve GET /metrics on the API's port (unauthenticated: turn it off, or keep "
+                    "the path off the public load balancer, where the API faces the internet).")
+    worker_metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="The port on which a worker serves GET /metrics and GET /healthz (0 = off). "
+                    "Several workers on one host need one port each.")
+    scheduler_metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="The port on which the scheduler serves GET /metrics (the queue, breaker, "
+                    "ETA and webhook figures) and GET /healthz (0 = off).")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="The interface the worker's and the scheduler's metrics ports bind "
+                    "(0.0.0.0 in a container that Prometheus scrapes from outside).")

@@ -34,6 +34,9 @@ from providers.types import GenerationRequest
 DEFAULT_CATALOGUE_PATH = Path(__file__).with_name("catalogue.toml")
 DEFAULT_ROUTE = "default"  # the route of a job that names neither a model nor a route
 PINNED_ROUTE = "pinned"  # the route recorded for a job that names a model: only that model
+PREFERRED_ROUTE = "preferred"  # a job that names a model and allows fallback: that model,
+# then the default route's other models
+RESERVED_ROUTES = frozenset({PINNED_ROUTE, PREFERRED_ROUTE})
 
 WireFormat = Literal["openai_images", "gemini", "bfl", "seedream", "recraft", "openai_compatible"]
 Capability = Literal["svg", "text_rendering", "edit", "image_size"]
@@ -85,6 +88,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Text  # our name for the model, e.g. "gpt-image-1.5"
+    display_name: Text | None = None  # what an end user reads, e.g. "GPT Image 1.5"; default: id
     vendor: Text  # "openai", "google", "bfl", "byteplus", "recraft", "aggregator"
     wire_format: WireFormat
     vendor_model: Text  # the model ID on the wire
@@ -116,6 +120,11 @@ class ModelSpec(BaseModel):
     @field_serializer("capabilities", when_used="json")
     def _sorted_capabilities(self, capabilities: frozenset[str]) -> list[str]:
         return sorted(capabilities)
+
+    @property
+    def shown_name(self) -> str:
+        """The model's name for end users (``display_name``, else its id)."""
+        return self.display_name or self.id
 
     def api_key(self) -> str | None:
         return (os.environ.get(self.api_key_env) or None) if self.api_key_env else None
@@ -181,7 +190,7 @@ class Catalogue(BaseModel):
                 raise CatalogueError(self.source, f"model {model_id!r}", f"listed as {model.id!r}")
         for name, route in self.routes.items():
             entry = f"route {name!r}"
-            if name == PINNED_ROUTE:
+            if name in RESERVED_ROUTES:
                 raise CatalogueError(self.source, entry,
                                      "the name is reserved for the jobs that name a model")
             for model_id in route.models:
@@ -198,12 +207,21 @@ class Catalogue(BaseModel):
     def route(self, name: str) -> Route:
         return self.routes[name]
 
+    def shown_name(self, model_id: str) -> str:
+        """A model's name for end users; the id itself for a model not (or no longer) listed."""
+        model = self.models.get(model_id)
+        return model.shown_name if model is not None else model_id
+
     def models_for(self, route: str, requested_model: str | None) -> tuple[ModelSpec, ...]:
         """The models a job walks, in order. The one rule: the workers walk these, the submit
         check refuses a job none of them can serve, and the ETA forecasts this walk.
 
         * ``PINNED_ROUTE`` (the job named a model): that model only; none once it has left the
           catalogue (the walk then fails the job, as no model can serve it).
+        * ``PREFERRED_ROUTE`` (the job named a model and allows fallback): that model first, then
+          the default route's other models in their order (the model alone when the default
+          route has no ``allow_fallback``); once the model has left the catalogue, the default
+          route's models by the rule below.
         * a route of the catalogue: its chain, or only its first model without ``allow_fallback``.
         * a route since removed from the catalogue (the job was accepted while it existed): the
           default route's models, by the same rule. ``requested_model`` plays no part on a route:
@@ -212,6 +230,12 @@ class Catalogue(BaseModel):
         if route == PINNED_ROUTE:
             model = self.models.get(requested_model or "")
             return () if model is None else (model,)
+        if route == PREFERRED_ROUTE:
+            model = self.models.get(requested_model or "")
+            if model is not None:
+                default = self.routes[DEFAULT_ROUTE]
+                others = tuple(self.models[m] for m in default.models if m != model.id)
+                return (model, *others) if default.allow_fallback else (model,)
         chain = self.routes.get(route) or self.routes[DEFAULT_ROUTE]
         models = tuple(self.models[model_id] for model_id in chain.models)
         return models if chain.allow_fallback else models[:1]

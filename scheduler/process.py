@@ -17,11 +17,13 @@ import redis
 from breaker import BreakerStore, unavailable
 from breaker.factory import make_breaker_store
 from imagequeue.failopen import fail_open_redis
+from imagequeue.metrics import SCHEDULER_METRICS, MetricsServer, registry_for, serve_metrics
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue
 from scheduler.batches.rollup import periodic_sweep
 from scheduler.dispatcher import Dispatcher, make_sender
 from scheduler.eta.publisher import SnapshotPublisher, WorkerLimits
+from scheduler.metrics import SchedulerCollector
 from scheduler.tenants.quotas import LimitDefaults
 from scheduler.webhooks import outbox
 from scheduler.webhooks.outbox import WebhookSender
@@ -39,6 +41,8 @@ class SchedulerProcess:
     publisher: SnapshotPublisher
     webhooks: WebhookSender
     stopping: threading.Event
+    metrics: SchedulerCollector | None = None  # the gauges read at scrape time
+    metrics_server: MetricsServer | None = None
 
     @classmethod
     def build(cls, settings: Settings, catalogue: Catalogue) -> SchedulerProcess:
@@ -59,13 +63,20 @@ class SchedulerProcess:
             unavailable=lambda model: unavailable(breakers, model),
             period_s=settings.snapshot_interval_s,
             limits=WorkerLimits(settings.vendor_rate_window_s, settings.vendor_slot_wait_s))
+        metrics = SchedulerCollector(sessions, fail_open_redis(settings.redis_url), breakers,
+                                     tuple(catalogue.models))
         return cls(settings, breakers, dispatcher, publisher, outbox.make_sender(settings, sessions),
-                   threading.Event())
+                   threading.Event(), metrics)
 
     def run(self) -> None:
         """Run until ``stop``: the publisher and the background loop in daemon threads, the
-        dispatcher in this one. Every loop rides out Redis and database outages by itself."""
+        dispatcher in this one. Every loop rides out Redis and database outages by itself.
+        Metrics are served on ``IMGQ_SCHEDULER_METRICS_PORT`` (0: off)."""
         sessions = self.dispatcher.sessions
+        extra = (self.metrics,) if self.metrics is not None else ()
+        self.metrics_server = serve_metrics(
+            registry_for((*SCHEDULER_METRICS, *extra)), self.settings.metrics_host,
+            self.settings.scheduler_metrics_port, "scheduler")
         sweep = periodic_sweep(sessions, self.settings.public_base_url, BATCH_SWEEP_EVERY_S)
         threading.Thread(target=self.publisher.run, name="imgq-snapshots", daemon=True).start()
         threading.Thread(
@@ -78,3 +89,5 @@ class SchedulerProcess:
         self.stopping.set()
         self.publisher.stop()
         self.dispatcher.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()

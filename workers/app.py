@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, signals
 
 from imagequeue import keys
+from imagequeue.metrics import WORKER_METRICS, MetricsServer, registry_for, serve_metrics
 from imagequeue.settings import Settings
 from scheduler.queue import heartbeats
 from workers.context import WorkerContext
@@ -27,6 +28,7 @@ class _State:
     context: WorkerContext | None = None
     settings: Settings | None = None
     heartbeat_stop = threading.Event()
+    metrics: MetricsServer | None = None
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -93,6 +95,14 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     ctx.index.wake()
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """``GET /metrics`` and ``GET /healthz`` on ``IMGQ_WORKER_METRICS_PORT`` (0: off)."""
+    settings = context().settings
+    _State.metrics = serve_metrics(registry_for(WORKER_METRICS), settings.metrics_host,
+                                   settings.worker_metrics_port, "worker")
+
+
 @signals.task_received.connect
 def _hold_received(request: Any = None, **_: Any) -> None:
     """A message reserved by this worker is leased to it at once, before a thread runs it: if
@@ -108,3 +118,5 @@ def _hold_received(request: Any = None, **_: Any) -> None:
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
     _State.heartbeat_stop.set()
+    if _State.metrics is not None:
+        _State.metrics.stop()

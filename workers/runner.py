@@ -25,6 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from imagequeue import metrics
 from providers import call as call_provider
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
@@ -81,12 +82,14 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
         if stored is not None:  # an earlier run was paid and stored the image: record it
             status = _record_success(ctx, job, stored)
             clear = True
-            job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)
+            job_finished(ctx.sessions, job_id, ctx.settings.public_base_url,
+                         name=ctx.catalogue.shown_name)
             return status
         try:
             outcome, admission, row_ids = _route(ctx, job, pending)
         except DatabaseUnreachable as exc:
             return _give_back(ctx, job_id, exc)
+        _count_attempts(outcome.attempts)
         now_ms = int(time.time() * 1000)
         deadline_ms = parking.epoch_ms(_deadline(ctx, job))
         if outcome.result is None and not outcome.job_failed and now_ms < deadline_ms:
@@ -97,7 +100,8 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
                 return PARKED
         status = _finish(ctx, job, outcome, row_ids)
         clear = True
-        job_finished(ctx.sessions, job_id, ctx.settings.public_base_url)  # webhooks, batch done
+        job_finished(ctx.sessions, job_id, ctx.settings.public_base_url,  # webhooks, batch done
+                     name=ctx.catalogue.shown_name)
         return status
     finally:
         ctx.leases.drop(job_id)  # first, so that no renewal re-creates what is cleared next
@@ -346,11 +350,37 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
         if not ended:
             return None
         return session.execute(select(Job.tenant_id, Job.created_at, Job.estimated_cost_usd,
-                                      Job.cost_usd).where(Job.id == job_id)).one()
+                                      Job.cost_usd, Job.status, Job.lane, Job.started_at,
+                                      Job.finished_at, Job.served_by, Job.degraded)
+                               .where(Job.id == job_id)).one()
 
     ended = _write(ctx, job_id, "result", change)
     if ended is not None:
         _settle(ctx, job_id, ended)
+        _count_end(ended)
+
+
+def _count_attempts(attempts: list[AttemptRecord]) -> None:
+    """A walk's models tried, by outcome, and what its calls cost (``imagequeue.metrics``)."""
+    for attempt in attempts:
+        metrics.ATTEMPTS.labels(model=attempt.model, outcome=attempt.outcome).inc()
+        if attempt.cost_usd > 0:
+            metrics.VENDOR_COST.labels(model=attempt.model).inc(attempt.cost_usd)
+
+
+def _count_end(ended: Any) -> None:
+    """The job this run ended: its status, its wait in the queue and its run time."""
+    metrics.JOBS_ENDED.labels(status=ended.status, lane=ended.lane).inc()
+    if ended.served_by is not None:
+        metrics.JOBS_SERVED.labels(model=ended.served_by,
+                                   fallback="true" if ended.degraded else "false").inc()
+    if ended.started_at is None:
+        return
+    metrics.QUEUE_WAIT.labels(lane=ended.lane).observe(
+        max(0.0, (ended.started_at - ended.created_at).total_seconds()))
+    if ended.finished_at is not None:
+        metrics.RUN_TIME.labels(lane=ended.lane, status=ended.status).observe(
+            max(0.0, (ended.finished_at - ended.started_at).total_seconds()))
 
 
 def _settle(ctx: WorkerContext, job_id: str, ended: Any) -> None:

@@ -76,7 +76,7 @@ def batch_out(view: BatchView, base_url: str, rejected: list[LineError] | None =
         request_counts=RequestCountsOut(total=c.total, queued=c.queued, running=c.running,
                                         succeeded=c.succeeded, failed=c.failed,
                                         canceled=c.canceled),
-        served_by=p.served_by, degraded=p.degraded, cost_usd=p.cost_usd,
+        served_by=p.served_by, degraded=p.degraded, notice=p.notice, cost_usd=p.cost_usd,
         eta_last_job_s=view.eta_s, route=b.route, webhook_url=b.webhook_url,
         webhook=delivery_out(view.webhook, with_attempts=False) if view.webhook else None,
         metadata=b.metadata_ or {},
@@ -174,7 +174,8 @@ def result_line(row: ResultRow, base_url: str) -> bytes:
     error = {"type": row.error_type, "message": row.error_message} if row.error_type else None
     return json.dumps({
         "line": row.line, "custom_id": row.custom_id, "job_id": row.job_id, "status": row.status,
-        "served_by": row.served_by, "degraded": row.degraded, "cost_usd": row.cost_usd,
+        "served_by": row.served_by, "degraded": row.degraded, "notice": row.notice,
+        "cost_usd": row.cost_usd,
         "images": [f"{base_url}/v1/jobs/{row.job_id}/images/{k}" for k in range(len(row.images))],
         "error": error, "metadata": row.metadata}, ensure_ascii=False).encode() + b"\n"
 

@@ -1,4 +1,4 @@
-"""Live progress over Server-Sent Events, and the public queue status.
+"""Live progress over Server-Sent Events (the status stream is ``api/routes/status.py``).
 
 A stream reads its job or batch again each time the scheduler publishes a snapshot (once a
 second: positions and ETAs move with it, and a job that ended is seen then), or after
@@ -12,19 +12,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from api import errors
-from api.breakers import status_fields
 from api.deps import ServicesDep, TenantDep
 from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
 from api.services import Services
 from api.snapshots import SnapshotListener
-from scheduler.eta.snapshot import read_snapshot
-from scheduler.queue import heartbeats
 from scheduler.queue.jobs import JobView
 from storage.models import JobStatus
 
@@ -36,7 +32,7 @@ def progress_event(view: JobView) -> dict[str, Any]:
     return {"id": job.id, "status": job.status, "queue_position": view.queue_position,
             "eta_start_seconds": view.eta_start_s, "eta_finish_seconds": view.eta_finish_s,
             "current_model": view.current_model, "served_by": job.served_by,
-            "degraded": job.degraded,
+            "degraded": job.degraded, "notice": view.notice,
             "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None}
 
 
@@ -113,7 +109,7 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
                 event = {"id": out.id, "status": out.status,
                          "request_counts": out.request_counts.model_dump(),
                          "served_by": out.served_by, "degraded": out.degraded,
-                         "eta_last_job_s": out.eta_last_job_s}
+                         "notice": out.notice, "eta_last_job_s": out.eta_last_job_s}
                 if event != last:
                     yield {"event": "batch", "data": json.dumps(event)}
                     last = event
@@ -124,41 +120,3 @@ async def batch_events(batch_id: str, request: Request, tenant: TenantDep,
             counter.open -= 1
 
     return EventSourceResponse(stream(), ping=15)
-
-
-def queue_status(svc: Services, open_streams: int) -> dict[str, Any]:
-    """Everything from Redis, and nothing stale: Redis unreachable raises (a 503), and so does
-    the database, since no job can be submitted then and the scheduler publishes no snapshot."""
-    with svc.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-    snap = read_snapshot(svc.redis)
-    workers = heartbeats.live_workers(svc.redis)
-    depth = {lane: svc.queue.index.depth(lane) for lane in ("interactive", "bulk")}
-    lanes: dict[str, Any] = {}
-    ahead = 0
-    for lane in ("interactive", "bulk"):
-        ahead += depth[lane]
-        start, finish = (snap.eta(ahead, svc.queue.index.dispatch_count()) if snap
-                         else (None, None))
-        lanes[lane] = {"depth": depth[lane], "new_job_eta_start_seconds": start,
-                       "new_job_eta_finish_seconds": finish}
-    models = {}
-    for model_id, spec in svc.catalogue.models.items():
-        figures = snap.data["models"].get(model_id, {}) if snap else {}
-        models[model_id] = {"vendor": spec.vendor, "configured": spec.configured,
-                            "keyless": spec.keyless, "missing_key_hint": spec.missing_key_hint,
-                            "median_latency_s": figures.get("median_s"),
-                            "failure_rate": figures.get("failure_rate"),
-                            **status_fields(svc.breakers, model_id)}
-    return {"lanes": lanes,
-            "workers": {"alive": len(workers), "slots": sum(workers.values())},
-            "running": len(snap.data["running"]) if snap else 0,
-            "models": models,
-            "snapshot_age_seconds": round(snap.age_s, 2) if snap else None,
-            "open_event_streams": open_streams}
-
-
-@router.get("/v1/status", tags=["status"], responses={503: ERRORS[503]})
-async def status(request: Request, svc: ServicesDep) -> dict[str, Any]:
-    """Queue depth per lane and the ETA a new job would get, workers, and each model's figures."""
-    return await run_in_threadpool(queue_status, svc, request.app.state.streams.open)

@@ -33,7 +33,7 @@ def job_out(view: JobView, base_url: str) -> JobOut:
     return JobOut(
         id=job.id, status=JobStatus(job.status), prompt=job.prompt, size=f"{job.width}x{job.height}",
         n=job.n, route=job.route, requested_model=job.requested_model, served_by=job.served_by,
-        degraded=job.degraded, queue_position=view.queue_position,
+        degraded=job.degraded, notice=view.notice, queue_position=view.queue_position,
         eta_start_seconds=view.eta_start_s, eta_finish_seconds=view.eta_finish_s,
         current_model=view.current_model, expected_remaining_seconds=view.expected_remaining_s,
         priority=job.priority,

@@ -81,6 +81,8 @@ class RunningStack:
     env: dict[str, str]
     log_dir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics: bool = False  # each worker and the scheduler serve /metrics on a port of its own
+    metrics_urls: dict[str, str] = field(default_factory=dict)  # by process name, with the API's
 
     def start_worker(self, name: str, concurrency: int = 4,
                      env: dict[str, str] | None = None) -> None:
@@ -89,11 +91,27 @@ class RunningStack:
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "imgq",
              "-P", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env=env or self.env, log=self.log_dir / f"{name}.log")
+            env=self._metrics_env(name, "IMGQ_WORKER_METRICS_PORT", env or self.env),
+            log=self.log_dir / f"{name}.log")
 
     def start_scheduler(self, name: str = "scheduler") -> None:
-        self.procs[name] = spawn([sys.executable, "-m", "cli", "scheduler"], env=self.env,
-                                 log=self.log_dir / f"{name}.log")
+        self.procs[name] = spawn(
+            [sys.executable, "-m", "cli", "scheduler"],
+            env=self._metrics_env(name, "IMGQ_SCHEDULER_METRICS_PORT", self.env),
+            log=self.log_dir / f"{name}.log")
+
+    def _metrics_env(self, name: str, setting: str, env: dict[str, str]) -> dict[str, str]:
+        """``env`` with a free metrics port for process ``name`` when the stack serves metrics."""
+        if not self.metrics:
+            return env
+        port = free_port()
+        self.metrics_urls[name] = f"http://127.0.0.1:{port}"
+        return {**env, setting: str(port)}
+
+    def wait_metrics(self, timeout_s: float = 30.0) -> None:
+        """Until every process's metrics port answers ``/healthz``."""
+        for name, url in self.metrics_urls.items():
+            wait_http(f"{url}/healthz", timeout_s, proc=self.procs.get(name))
 
     def stop(self, name: str) -> None:
         stop_process(self.procs.pop(name))
@@ -171,7 +189,9 @@ class RunningStack:
 
 def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_url: str,
                 image_dir: Path, extra_env: dict[str, str] | None = None,
-                workers: int = 1, concurrency: int = 4) -> RunningStack:
+                workers: int = 1, concurrency: int = 4, metrics: bool = False) -> RunningStack:
+    """The stack's processes; ``metrics``: each worker and the scheduler serve their metrics on a
+    free port (``RunningStack.metrics_urls``; the API's are on its own port)."""
     port = free_port()
     env: dict[str, Any] = {
         "IMGQ_DATABASE_URL": database_url, "IMGQ_REDIS_URL": redis_url,
@@ -183,7 +203,9 @@ def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_u
     env["IMGQ_CATALOGUE_PATH"] = str(write_simulator_catalogue(  # models without a key: simulator
         simulator_url, log_dir / "simulator-catalogue.json", source=Path(env["IMGQ_CATALOGUE_PATH"])))
     env.setdefault("IMGQ_TENANT_RPM", "0")  # tests poll faster than a tenant's default 600/min
-    stack = RunningStack(f"http://127.0.0.1:{port}", env, log_dir)
+    stack = RunningStack(f"http://127.0.0.1:{port}", env, log_dir, metrics=metrics)
+    if metrics:
+        stack.metrics_urls["api"] = stack.api_url
     stack.procs["api"] = spawn(
         [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port",
          str(port), "--log-level", "warning"], env=env, log=log_dir / "api.log")

@@ -15,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from scheduler.notices import ALL_MODELS_UNAVAILABLE, batch_notice, notice_of
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 from scheduler.webhooks import outbox
 from storage.models import (
@@ -54,27 +55,38 @@ class BatchProgress:
     served_by: dict[str, int] = field(default_factory=dict)
     degraded: int = 0
     cost_usd: float = 0.0
+    unavailable: int = 0  # failed because no model served them before their deadline
+
+    @property
+    def notice(self) -> str | None:
+        """The batch's summary for end users (``scheduler.notices.batch_notice``)."""
+        return batch_notice(total=self.counts.total, degraded=self.degraded,
+                            unavailable=self.unavailable)
 
 
 def progress(session: Session, batch_id: str) -> BatchProgress:
-    """Counts by status, jobs served per model, degraded count and cost: one GROUP BY."""
+    """Counts by status, jobs served per model, degraded and unavailable counts and cost: one
+    GROUP BY."""
+    unavailable_ = Job.error_type == ALL_MODELS_UNAVAILABLE
     rows = session.execute(
-        select(Job.status, Job.served_by, Job.degraded, func.count(), func.sum(Job.cost_usd))
+        select(Job.status, Job.served_by, Job.degraded, func.count(), func.sum(Job.cost_usd),
+               func.sum(case((unavailable_, 1), else_=0)))
         .where(Job.batch_id == batch_id)
         .group_by(Job.status, Job.served_by, Job.degraded)).all()
     by_status: Counter[str] = Counter()
     served: Counter[str] = Counter()
-    degraded, cost_usd = 0, 0.0
-    for status, served_by, is_degraded, count, cost in rows:
+    degraded, cost_usd, unavailable = 0, 0.0, 0
+    for status, served_by, is_degraded, count, cost, no_model in rows:
         by_status[status] += count
         if served_by:
             served[served_by] += count
         if is_degraded:
             degraded += count
         cost_usd += float(cost or 0.0)
+        unavailable += int(no_model or 0)
     counts = RequestCounts(total=sum(by_status.values()),
                            **{status.value: by_status[status] for status in JobStatus})
-    return BatchProgress(counts, dict(served), degraded, round(cost_usd, 6))
+    return BatchProgress(counts, dict(served), degraded, round(cost_usd, 6), unavailable)
 
 
 def has_unfinished_jobs(session: Session, batch_id: str) -> bool:
@@ -116,14 +128,18 @@ def batch_event_data(batch: Batch, status: str, state: BatchProgress,
     return {"id": batch.id, "object": "batch", "status": status,
             "request_counts": {"total": c.total, "succeeded": c.succeeded, "failed": c.failed,
                                "canceled": c.canceled},
-            "served_by": state.served_by, "degraded": state.degraded, "cost_usd": state.cost_usd,
+            "served_by": state.served_by, "degraded": state.degraded, "notice": state.notice,
+            "cost_usd": state.cost_usd,
             "results_url": f"{public_base_url}/v1/batches/{batch.id}/results",
             # The batch's own metadata; each line's is on its job and in the results.
             "metadata": batch.metadata_ or {}}
 
 
-def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: str) -> None:
+def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: str, *,
+                 name: Callable[[str], str] = str) -> None:
     """After a job ends: queue its own webhook, and complete its batch if it was the last job.
+    ``name`` gives a model's name for end users in the webhook's notice
+    (``Catalogue.shown_name``).
 
     Called by the worker after the job's terminal write; it never raises (a failure here must not
     fail the job), and the scheduler's sweep completes any batch it missed.
@@ -137,7 +153,8 @@ def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: 
             if job.webhook_url and not _already_queued(session, job.id):
                 outbox.enqueue(session, tenant_id=job.tenant_id,
                                  event_type=f"job.{job.status}", subject_id=job.id,
-                                 url=job.webhook_url, data=job_event_data(job, public_base_url))
+                                 url=job.webhook_url,
+                                 data=job_event_data(job, public_base_url, name))
         if batch_id is not None:
             finalize_if_done(sessions, batch_id, public_base_url)
     except Exception:  # noqa: BLE001 - see the docstring
@@ -149,11 +166,13 @@ def _already_queued(session: Session, subject_id: str) -> bool:
                           .where(WebhookDelivery.subject_id == subject_id).limit(1)) is not None
 
 
-def job_event_data(job: Job, public_base_url: str) -> dict[str, Any]:
+def job_event_data(job: Job, public_base_url: str,
+                   name: Callable[[str], str] = str) -> dict[str, Any]:
     error = ({"type": job.error_type, "message": job.error_message}
              if job.error_type else None)
     return {"id": job.id, "object": "job", "status": job.status, "custom_id": job.custom_id,
-            "served_by": job.served_by, "degraded": job.degraded, "cost_usd": job.cost_usd,
+            "served_by": job.served_by, "degraded": job.degraded,
+            "notice": notice_of(job, name), "cost_usd": job.cost_usd,
             "images": [f"{public_base_url}/v1/jobs/{job.id}/images/{k}"
                        for k in range(len(job.images or []))],
             "error": error, "metadata": job.metadata_ or {}}

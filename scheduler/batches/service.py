@@ -11,8 +11,9 @@ wait for ``scheduler.queue.reconcile`` to index them, and the batch is still acc
 
 from __future__ import annotations
 
+import builtins
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any
@@ -22,17 +23,20 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from imagequeue import metrics
 from scheduler.batches import rollup
 from scheduler.batches.jsonl import BatchLimits, JobLine, LineError, numbered_lines, parse_line
 from scheduler.errors import InvalidJob, NotFound, QueueError
 from scheduler.idempotency import find_previous
 from scheduler.ids import possible_id, shown_id
+from scheduler.notices import ALL_MODELS_UNAVAILABLE, Tried, job_notice
 from scheduler.outages import DATABASE_ERRORS
 from scheduler.queue.index import IndexEntry
 from scheduler.queue.jobs import JobQueue, JobRequest
 from scheduler.tenants.quotas import Reservation
 from storage.models import (
     OPEN_BATCH_STATUSES,
+    Attempt,
     Batch,
     BatchStatus,
     Job,
@@ -102,6 +106,7 @@ class ResultRow:
     error_message: str | None
     cost_usd: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    notice: str | None = None  # scheduler.notices.job_notice
 
 
 class Batches:
@@ -139,6 +144,7 @@ class Batches:
             if previous is None:
                 raise
             return Submitted(previous, False, [])
+        metrics.JOBS_SUBMITTED.labels(lane=BULK_LANE).inc(submitted.batch.total)
         try:
             self._index(submitted.batch)
         except INDEX_ERRORS as exc:  # committed: reconcile indexes them
@@ -360,6 +366,8 @@ class Batches:
             self.queue.settle(tenant_id, batch.created_at, len(canceled),
                               sum(r.estimated_cost_usd for r in canceled),
                               sum(r.cost_usd for r in canceled))
+            metrics.JOBS_ENDED.labels(status=JobStatus.CANCELED.value, lane=BULK_LANE).inc(
+                len(canceled))
             # Workers skip canceled jobs even if the index still holds them; this frees the queue.
             for page in self._pages(batch_id, select(Job.id, Job.batch_index).where(
                     Job.status == JobStatus.CANCELED.value)):
@@ -375,10 +383,34 @@ class Batches:
         self._batch(tenant_id, batch_id)
         query = select(Job.id, Job.batch_index, Job.custom_id, Job.status, Job.served_by,
                        Job.degraded, Job.images, Job.error_type, Job.error_message, Job.cost_usd,
-                       Job.metadata_)
+                       Job.metadata_, Job.requested_model, Job.attempts_count)
+        name = self.queue.catalogue.shown_name
         for page in self._pages(batch_id, query, page_rows):
+            tried = self._attempts_for_notices(page)
             for r in page:
+                notice = (job_notice(status=r.status, served_by=r.served_by,
+                                     requested_model=r.requested_model, error_type=r.error_type,
+                                     attempts=tried[r.id], name=name)
+                          if r.id in tried else None)
                 yield ResultRow(r.id, r.batch_index, r.custom_id, r.status, r.served_by,
                                 r.degraded, list(r.images or []), r.error_type, r.error_message,
-                                r.cost_usd, dict(r.metadata_ or {}))
+                                r.cost_usd, dict(r.metadata_ or {}), notice)
+
+    def _attempts_for_notices(self, page: Sequence[Any]) -> dict[str, builtins.list[Tried]]:
+        """The attempts of the jobs of a page that may have a notice (served by a fallback,
+        failed for want of a model, or waiting after a walk), in one query; a healthy batch's
+        page asks for none."""
+        ids = [r.id for r in page
+               if r.degraded or r.error_type == ALL_MODELS_UNAVAILABLE
+               or (r.status == JobStatus.QUEUED.value and r.attempts_count)]
+        tried: dict[str, builtins.list[Tried]] = {job_id: [] for job_id in ids}
+        if not ids:
+            return tried
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Attempt.job_id, Attempt.model, Attempt.outcome, Attempt.message)
+                .where(Attempt.job_id.in_(ids)).order_by(Attempt.started_at, Attempt.id))
+            for row in rows:
+                tried[row.job_id].append(Tried(row.model, row.outcome, row.message))
+        return tried
 

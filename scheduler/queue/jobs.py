@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,13 +18,15 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.catalogue import DEFAULT_ROUTE, PINNED_ROUTE, Catalogue
+from imagequeue import metrics
+from providers.catalogue import DEFAULT_ROUTE, PINNED_ROUTE, PREFERRED_ROUTE, Catalogue
 from providers.types import GenerationRequest
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.eta import telemetry
 from scheduler.eta.snapshot import read_snapshot
 from scheduler.idempotency import find_previous
 from scheduler.ids import possible_id, shown_id
+from scheduler.notices import notice_of
 from scheduler.queue.index import IndexEntry, WaitingIndex
 from scheduler.tenants.quotas import Reservation, TenantCounters, limits_of
 from storage.models import Job, JobStatus, utcnow
@@ -41,6 +43,9 @@ class JobRequest:
     quality: str | None = None
     model: str | None = None
     route: str | None = None
+    # With ``model``: False pins it (that model only); True walks it first, then the default
+    # route's other models (``PREFERRED_ROUTE``).
+    model_fallback: bool = False
     priority: int = 0
     lane: str = "interactive"
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -57,6 +62,7 @@ class JobView:
     eta_finish_s: float | None = None
     current_model: str | None = None
     expected_remaining_s: float | None = None
+    notice: str | None = None  # for the end user, when the job was not served as asked
 
 
 class JobQueue:
@@ -81,7 +87,7 @@ class JobQueue:
             if request.model not in self.catalogue.models:
                 known = ", ".join(sorted(self.catalogue.models))
                 raise InvalidJob("model", f"unknown model {request.model!r}; known models: {known}")
-            return PINNED_ROUTE, request.model
+            return (PREFERRED_ROUTE if request.model_fallback else PINNED_ROUTE), request.model
         route_name = request.route or DEFAULT_ROUTE
         if route_name not in self.catalogue.routes:
             known = ", ".join(sorted(self.catalogue.routes))
@@ -188,6 +194,7 @@ class JobQueue:
         except BaseException:
             self.release(reservation)
             raise
+        metrics.JOBS_SUBMITTED.labels(lane=job.lane).inc()
         try:
             self.index.push([IndexEntry(job.id, job.lane, job.tenant_id, job.priority)])
         except redis.RedisError as exc:  # committed: the job exists, reconcile indexes it
@@ -211,12 +218,13 @@ class JobQueue:
             if job is None:
                 raise NotFound("job", job_id)
             _ = job.attempts  # load while the session is open
+        notice = notice_of(job, self.catalogue.shown_name)
         if redis_optional:
             try:
-                return self.progress(job)
+                return replace(self.progress(job), notice=notice)
             except redis.RedisError:
-                return JobView(job, None)
-        return self.progress(job)
+                return JobView(job, None, notice=notice)
+        return replace(self.progress(job), notice=notice)
 
     def progress(self, job: Job) -> JobView:
         """Where a job stands: its position and ETA while it waits (or, handed to a worker, is
@@ -260,6 +268,7 @@ class JobQueue:
         if not changed:
             raise Conflict(f"job {job_id} is {job.status}; only queued jobs can be canceled")
         self.settle(tenant_id, job.created_at, 1, job.estimated_cost_usd, job.cost_usd)
+        metrics.JOBS_ENDED.labels(status=JobStatus.CANCELED.value, lane=job.lane).inc()
         self.index.remove(job_id)
         return job
 

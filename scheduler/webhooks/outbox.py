@@ -32,6 +32,7 @@ import httpx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from imagequeue import metrics
 from imagequeue.settings import Settings
 from scheduler.errors import QueueError
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
@@ -222,11 +223,15 @@ class WebhookSender:
             if result.ok:
                 delivery.status, delivery.delivered_at, delivery.next_attempt_at = (
                     SUCCEEDED, now, None)
+                outcome = "delivered"
             elif delivery.attempts_count > len(self.retry_schedule_s):
                 delivery.status, delivery.next_attempt_at = FAILED, None
+                outcome = "failed"
             else:
                 delay_s = self.retry_schedule_s[delivery.attempts_count - 1]
                 delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+                outcome = "retrying"
+        metrics.WEBHOOK_DELIVERIES.labels(outcome=outcome).inc()  # once the attempt is on record
 
     def _send(self, url: str, message_id: str, secret: str,
               payload: dict[str, Any]) -> AttemptResult:

@@ -12,6 +12,7 @@ import pytest
 from providers.catalogue import (
     DEFAULT_CATALOGUE_PATH,
     PINNED_ROUTE,
+    PREFERRED_ROUTE,
     CatalogueError,
     ModelSpec,
     Route,
@@ -99,11 +100,14 @@ def test_shipped_catalogue_has_the_documented_models_and_routes() -> None:
         (MINIMAL_MODEL + '[routes.fast]\nmodels = ["m1"]\n', "routes", "no 'default' route"),
         (MINIMAL_MODEL + DEFAULT_ROUTE + f'[routes.{PINNED_ROUTE}]\nmodels = ["m1"]\n',
          f"route '{PINNED_ROUTE}'", "the name is reserved for the jobs that name a model"),
+        (MINIMAL_MODEL + DEFAULT_ROUTE + f'[routes.{PREFERRED_ROUTE}]\nmodels = ["m1"]\n',
+         f"route '{PREFERRED_ROUTE}'", "the name is reserved for the jobs that name a model"),
     ],
     ids=["syntax", "wire-format", "duplicate", "unknown-route-model", "missing-field",
          "bad-price", "bad-timeout", "bad-size", "unknown-field", "unknown-capability",
          "float-count", "bad-url", "bad-fallback", "unknown-route-field", "empty-route", "no-id",
-         "no-models", "unknown-top-level", "no-default-route", "reserved-route-name"],
+         "no-models", "unknown-top-level", "no-default-route", "reserved-route-name",
+         "reserved-preferred-name"],
 )
 def test_bad_catalogue_error_names_file_entry_and_reason(
     tmp_path: Path, text: str, entry: str, reason: str
@@ -247,6 +251,20 @@ def test_a_pinned_job_walks_its_model_only_and_nothing_once_the_model_is_gone() 
     assert ids(catalogue.models_for(PINNED_ROUTE, "aggregator-seedream-4")) == [
         "aggregator-seedream-4"]
     assert catalogue.models_for(PINNED_ROUTE, "retired-model") == ()
+
+
+def test_a_job_that_names_a_model_with_fallback_walks_it_then_the_default_routes_others() -> None:
+    shipped = load_catalogue()
+    default = list(shipped.route("default").models)
+    seedream = "seedream-4.5"  # third on the default route: it moves to the front
+
+    assert ids(shipped.models_for(PREFERRED_ROUTE, seedream)) == [
+        seedream, *(m for m in default if m != seedream)]
+    assert ids(shipped.models_for(PREFERRED_ROUTE, "recraftv4")) == ["recraftv4", *default]
+    assert ids(shipped.models_for(PREFERRED_ROUTE, "retired-model")) == default
+    strict = shipped.model_copy(update={"routes": {
+        **shipped.routes, "default": Route(models=tuple(default), allow_fallback=False)}})
+    assert ids(strict.models_for(PREFERRED_ROUTE, seedream)) == [seedream]
 
 
 def test_a_job_on_a_route_since_removed_walks_the_default_route_by_the_same_rule() -> None:

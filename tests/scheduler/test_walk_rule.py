@@ -11,7 +11,7 @@ import pytest
 import redis
 from sqlalchemy.orm import Session, sessionmaker
 
-from providers.catalogue import PINNED_ROUTE, Catalogue, Route, load_catalogue
+from providers.catalogue import PINNED_ROUTE, PREFERRED_ROUTE, Catalogue, Route, load_catalogue
 from providers.types import GenerationRequest
 from scheduler.errors import InvalidJob
 from scheduler.eta.publisher import SnapshotPublisher
@@ -39,7 +39,18 @@ WALKS = {
     ("retiring", FAST[0]): DEFAULT,  # a removed route: the default route's chain
     (PINNED_ROUTE, "gpt-image-1.5"): ("gpt-image-1.5",),
     (PINNED_ROUTE, REMOVED_MODEL): (),  # a removed pinned model: nothing to walk
+    # A named model with fallback: it first, then the default route's others.
+    (PREFERRED_ROUTE, "seedream-4.5"): ("seedream-4.5", *(m for m in DEFAULT if m != "seedream-4.5")),
+    (PREFERRED_ROUTE, "recraftv4"): ("recraftv4", *DEFAULT),
+    (PREFERRED_ROUTE, REMOVED_MODEL): DEFAULT,  # removed since: the default route's chain
 }
+
+
+def request_for(route: str, model: str) -> JobRequest:
+    """The request that records (route, model) as a job's walk."""
+    if route in (PINNED_ROUTE, PREFERRED_ROUTE):
+        return JobRequest(prompt="a kite", model=model, model_fallback=route == PREFERRED_ROUTE)
+    return JobRequest(prompt="a kite", route=route)
 
 
 @pytest.fixture()
@@ -75,9 +86,7 @@ def test_the_eta_forecasts_the_walk_the_worker_takes_after_the_catalogue_changed
         tenant, _ = create_tenant(session, "t")
         tenant_id = tenant.id
     accepting = JobQueue(sessions, WaitingIndex(client), BEFORE)
-    jobs = [accepting.submit(tenant_id, JobRequest(prompt="a kite", route=route)
-                             if route != PINNED_ROUTE else JobRequest(prompt="a kite", model=model))
-            for route, model in WALKS]
+    jobs = [accepting.submit(tenant_id, request_for(route, model)) for route, model in WALKS]
     assert [(job.route, job.requested_model) for job in jobs] == list(WALKS)
 
     forecast = SnapshotPublisher(client, sessions, AFTER).routes_of([job.id for job in jobs])
