@@ -24,9 +24,10 @@ measured:
 pg_stat_database counts are reported by each backend when it goes idle, up to some 10 s late:
 each window starts ``STATS_SETTLE_S`` after the last client connected.
 
-Goal: the status stream's queries per second do not grow with N (one document per snapshot,
-shared by every client: ``api.status.StatusFeed``). Job and batch streams read their own job or
-batch at each snapshot, so theirs grow with N by design; the figures say by how much.
+Goal: the status and job streams' queries per second do not grow with N (one status document
+per snapshot, shared by every client: ``api.status.StatusFeed``; every watched job loaded in one
+query per snapshot, each stream taking its own: ``api.job_feed.JobFeed``). Batch streams read
+their own batch at each snapshot, so theirs grow with N; the figures say by how much.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 A stream reads its job or batch again each time the scheduler publishes a snapshot (once a
 second: positions and ETAs move with it, and a job that ended is seen then), or after
-``stream_fallback_poll_s`` without one (``api/snapshots.py``), and sends what changed.
+``stream_fallback_poll_s`` without one (``api/snapshots.py``), and sends what changed. The job
+streams of a process read their jobs' rows together, once per snapshot (``api.job_feed``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from starlette.concurrency import run_in_threadpool
 
 from api import errors
 from api.deps import ServicesDep, TenantDep
+from api.job_feed import JobFeed, load_jobs
 from api.routes.batches import batch_out, batches_of
 from api.routes.jobs import ERRORS
 from api.services import Services
 from api.snapshots import SnapshotListener
+from scheduler.errors import NotFound
+from scheduler.ids import possible_id, shown_id
 from scheduler.queue.jobs import JobView
-from storage.models import JobStatus
+from storage.models import Job, JobStatus
 
 router = APIRouter(tags=["events"])
 
@@ -51,33 +55,64 @@ class StreamCounter:
         self.open = 0
 
 
+def job_feed_of(request: Request) -> JobFeed:
+    """The process's shared job feed, made on first use."""
+    feed: JobFeed | None = getattr(request.app.state, "job_feed", None)
+    if feed is None:
+        svc: Services = request.app.state.services
+        feed = JobFeed(lambda ids: load_jobs(svc.queue.sessions, ids))
+        request.app.state.job_feed = feed
+    return feed
+
+
+async def owned_job(feed: JobFeed, tenant_id: str, job_id: str, heard: int,
+                    max_age_s: float) -> Job:
+    """The tenant's job from the feed; unknown, or another tenant's, is not found."""
+    job = await feed.job(job_id, heard, max_age_s)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound("job", job_id)
+    return job
+
+
 @router.get("/v1/jobs/{job_id}/events", responses=ERRORS,
             response_description="text/event-stream of `job` events; closes when the job ends")
 async def job_events(job_id: str, request: Request, tenant: TenantDep,
                      svc: ServicesDep) -> EventSourceResponse:
     """Status, queue position and ETA of a job, pushed as they change, until the job ends."""
-    await run_in_threadpool(svc.queue.get, tenant.id, job_id)  # 404 before the stream starts
+    if not possible_id(job_id):  # never sent to SQL (a NUL, say): unknown like any other
+        raise NotFound("job", shown_id(job_id))
+    feed = job_feed_of(request)
     counter: StreamCounter = request.app.state.streams
     snapshots: SnapshotListener = request.app.state.snapshots
+    max_age_s = svc.settings.stream_fallback_poll_s / 2
+    wake = snapshots.next_snapshot()
+    job = await owned_job(feed, tenant.id, job_id, snapshots.heard, max_age_s)
+    first: JobView | None = await run_in_threadpool(svc.queue.view, job)  # 404, 503 before
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
+        nonlocal first, wake
         counter.open += 1
         try:
-            last: dict[str, Any] | None = None
-            while True:
-                wake = snapshots.next_snapshot()
-                try:
-                    view = await run_in_threadpool(svc.queue.get, tenant.id, job_id)
-                except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
-                    yield error_event(exc, svc, f"GET /v1/jobs/{job_id}/events")
-                    return
-                event = progress_event(view)
-                if event != last:
-                    yield {"event": "job", "data": json.dumps(event)}
-                    last = event
-                if JobStatus(view.job.status).is_terminal:
-                    return
-                await snapshots.wait(wake, svc.settings.stream_fallback_poll_s)
+            with feed.watching(job_id):
+                last: dict[str, Any] | None = None
+                while True:
+                    view, first = first, None
+                    try:
+                        if view is None:
+                            job = await owned_job(feed, tenant.id, job_id, snapshots.heard,
+                                                  max_age_s)
+                            view = await run_in_threadpool(svc.queue.view, job)
+                    except Exception as exc:  # noqa: BLE001 - the stream ends with an error event
+                        yield error_event(exc, svc, f"GET /v1/jobs/{job_id}/events")
+                        return
+                    event = progress_event(view)
+                    if event != last:
+                        yield {"event": "job", "data": json.dumps(event)}
+                        last = event
+                    if JobStatus(view.job.status).is_terminal:
+                        return
+                    await snapshots.wait(wake, svc.settings.stream_fallback_poll_s)
+                    wake = snapshots.next_snapshot()
         finally:
             counter.open -= 1
 

@@ -218,13 +218,16 @@ class JobQueue:
             if job is None:
                 raise NotFound("job", job_id)
             _ = job.attempts  # load while the session is open
-        notice = notice_of(job, self.catalogue.shown_name)
         if redis_optional:
             try:
-                return replace(self.progress(job), notice=notice)
+                return self.view(job)
             except redis.RedisError:
-                return JobView(job, None, notice=notice)
-        return replace(self.progress(job), notice=notice)
+                return JobView(job, None, notice=notice_of(job, self.catalogue.shown_name))
+        return self.view(job)
+
+    def view(self, job: Job) -> JobView:
+        """A job read with its attempts, as its owner sees it: ``progress`` and its notice."""
+        return replace(self.progress(job), notice=notice_of(job, self.catalogue.shown_name))
 
     def progress(self, job: Job) -> JobView:
         """Where a job stands: its position and ETA while it waits (or, handed to a worker, is
