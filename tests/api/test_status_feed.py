@@ -21,9 +21,11 @@ class Builds:
         self.count = 0
         self.release = threading.Event()
         self.release.set()
+        self.started = threading.Event()  # set once a build is under way
         self.fail: Exception | None = None
 
     def __call__(self) -> dict[str, Any]:
+        self.started.set()
         self.release.wait(10)
         self.count += 1
         if self.fail is not None:
@@ -69,9 +71,9 @@ def test_a_build_begun_before_the_snapshot_is_followed_by_a_fresh_one() -> None:
     async def scenario() -> None:
         builds.release.clear()
         early = asyncio.ensure_future(feed.document(1, 60.0))
-        await asyncio.sleep(0.05)  # the build for snapshot 1 is under way, held
+        assert await asyncio.to_thread(builds.started.wait, 10)  # snapshot 1's build, held
         late = asyncio.ensure_future(feed.document(2, 60.0))  # woken by snapshot 2
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # let it ask before the held build ends
         builds.release.set()
         assert json.loads(await early)["build"] == 1
         assert json.loads(await late)["build"] == 2
@@ -103,7 +105,7 @@ def test_a_client_that_leaves_does_not_cancel_the_others_build() -> None:
         builds.release.clear()
         leaving = asyncio.ensure_future(feed.document(1, 60.0))
         staying = asyncio.ensure_future(feed.document(1, 60.0))
-        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(builds.started.wait, 10)  # their one build, held
         leaving.cancel()
         builds.release.set()
         with pytest.raises(asyncio.CancelledError):
