@@ -19,8 +19,9 @@ from providers.catalogue import Catalogue, load_catalogue
 from scheduler.queue.index import WaitingIndex
 from scheduler.queue.jobs import JobQueue
 from scheduler.tenants.quotas import LimitDefaults, TenantCounters
-from storage.blobs import BlobStore, LocalBlobStore
+from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
+from storage.factory import make_blob_store
 
 
 def api_redis(settings: Settings) -> redis.Redis:
@@ -61,7 +62,7 @@ class Services:
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,
                          job_deadline_s=settings.job_deadline_s, counters=counters)
         return cls(settings, engine, sessions, client, catalogue, queue,
-                   LocalBlobStore(settings.image_dir), make_breaker_store(settings, catalogue.models),
+                   make_blob_store(settings), make_breaker_store(settings, catalogue.models),
                    defaults, counters, RequestRate(client), ImageLinks.from_settings(settings))
 
     def close(self) -> None:

@@ -8,7 +8,8 @@ One function builds it (``status_document``), from what the cluster already keep
   the p50 of its last successful calls against the catalogue's baseline, and how many jobs the
   models served per minute;
 * the queue: each lane's depth and the ETA a new job would get (the published snapshot), jobs
-  running, workers alive and their slots;
+  running, workers alive and their slots, and each worker (``scheduler.queue.heartbeats.roster``:
+  host, pid, version, the jobs it holds, the age of its last beat);
 * recent failovers, from the last attempt rows in the database (one query).
 
 Redis or the database unreachable raises (a 503): the status never shows stale figures as live.
@@ -165,7 +166,7 @@ def status_document(svc: Services, open_streams: int) -> dict[str, Any]:
     failovers = recent_failovers(svc)
     snap = read_snapshot(svc.redis)
     now_s = time.time()
-    workers = heartbeats.live_workers(svc.redis)
+    workers = heartbeats.roster(svc.redis)
     model_ids = list(svc.catalogue.models)
     reports = breakers.all_reports(svc.breakers, model_ids, TRANSITIONS)
     samples = telemetry.latency_samples(svc.redis, model_ids)
@@ -206,7 +207,10 @@ def status_document(svc: Services, open_streams: int) -> dict[str, Any]:
     return {
         "generated_at": breakers.iso_ms(int(now_s * 1000)), "generated_at_ms": int(now_s * 1000),
         "lanes": lanes,
-        "workers": {"alive": len(workers), "slots": sum(workers.values())},
+        "workers": {"alive": len(workers),
+                    "slots": sum(0 if w["draining"] else w["concurrency"] for w in workers),
+                    "draining": sum(1 for w in workers if w["draining"]),
+                    "nodes": [{**w, "started_at": breakers.iso_ms(w["started_at_ms"])} for w in workers]},
         "running": len(snap.data["running"]) if snap else 0,
         "throughput": {"jobs_per_minute": served_per_minute(samples.values(), now_s),
                        "over_seconds": THROUGHPUT_WINDOW_S},

@@ -19,6 +19,7 @@ from cli.batches import register as register_batch_commands
 from cli.client import DEFAULT_API_URL, ApiClient, ApiClientError, resolve_api_key
 from cli.operator import catalogue_or_exit, settings_or_exit
 from cli.operator import register as register_operator_commands
+from cli.workers import register as register_worker_commands
 
 app = typer.Typer(
     help="imagequeue: a job queue for text-to-image generation that fails over between vendors.",
@@ -429,6 +430,7 @@ def _print_job(job: dict[str, Any]) -> None:
 
 register_batch_commands(app)  # watch, results, batches
 register_operator_commands(app)  # models, breaker
+register_worker_commands(app)  # workers
 
 
 def main() -> None:

@@ -2,21 +2,64 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule for bucket names
+
+
+def s3_location(url: str) -> tuple[str, str]:
+    """The bucket and key prefix (``""`` or ending in ``/``) of ``s3://bucket/prefix``;
+    ValueError saying what is wrong otherwise. The blob store's one reading of IMGQ_BLOB_URL."""
+    scheme, sep, rest = url.partition("://")
+    bucket, _, prefix = rest.partition("/")
+    if scheme != "s3" or not sep or not bucket or any(c in rest for c in "?#"):
+        raise ValueError(f"must look like s3://bucket or s3://bucket/prefix, not {url!r}")
+    if not S3_BUCKET.fullmatch(bucket):
+        raise ValueError(f"{bucket!r} in {url!r} is not an S3 bucket name (3 to 63 lowercase "
+                         "letters, digits, dots and hyphens)")
+    prefix = prefix.strip("/")
+    return bucket, f"{prefix}/" if prefix else ""
+
+
+# Celery broker URL schemes and the broker each one means.
+BROKER_SCHEMES: dict[str, Literal["redis", "amqp"]] = {
+    "redis": "redis", "rediss": "redis", "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp"}
+
+
+def broker_transport(url: str) -> Literal["redis", "amqp"]:
+    """``redis`` or ``amqp`` (RabbitMQ) for a Celery broker URL; ValueError naming the schemes
+    otherwise. The one reading of IMGQ_BROKER_URL's scheme."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in BROKER_SCHEMES:
+        known = ", ".join(f"{name}://" for name in BROKER_SCHEMES)
+        found = f"it starts with {scheme}://" if sep else "it has no scheme"
+        raise ValueError(f"a Celery broker URL must start with one of {known} (Redis or "
+                         f"RabbitMQ); {found}")
+    return BROKER_SCHEMES[scheme]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IMGQ_", extra="ignore")
+    # An empty variable means "not set" (Compose passes `${VAR:-}` through as an empty string).
+    model_config = SettingsConfigDict(env_prefix="IMGQ_", extra="ignore", env_ignore_empty=True)
 
     database_url: str = Field(
         default="sqlite:///var/imagequeue.db",
         description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... to scale out.",
     )
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="The Redis of the waiting index, leases, breaker, limits, heartbeats and "
+                    "snapshots (and the Celery broker unless IMGQ_BROKER_URL names another).")
+    broker_url: str | None = Field(
+        default=None,
+        description="The Celery broker: unset, IMGQ_REDIS_URL; `amqp://user:pass@host:5672/vhost` "
+                    "(or `pyamqp://`, `amqps://`), RabbitMQ, recommended in production (docs/"
+                    "operations.md). Any other scheme stops the process at start-up.")
     redis_timeout_s: float = Field(
         default=2.0, gt=0,
         description="Socket and connect timeout of the API's Redis client: a hung Redis gives a "
@@ -27,15 +70,41 @@ class Settings(BaseSettings):
     ready_timeout_s: float = Field(
         default=2.0, gt=0,
         description="How long GET /readyz waits for each of the database and Redis to answer.")
-    image_dir: Path = Field(default=Path("var/images"))
+    image_dir: Path = Field(
+        default=Path("var/images"),
+        description="The directory of the local blob store (images and their manifests); on "
+                    "several hosts use an S3 store (IMGQ_BLOB_URL) or a directory all of them share.")
+    blob_url: str | None = Field(
+        default=None,
+        description="Where images and their manifests live: unset, the directory IMGQ_IMAGE_DIR; "
+                    "`s3://bucket/prefix`, an S3 bucket or S3-compatible store (MinIO...) reached "
+                    "with the usual AWS variables (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, "
+                    "AWS_SECRET_ACCESS_KEY). Anything else stops the process at start-up.")
+    blob_presigned_urls: bool = Field(
+        default=False,
+        description="With an S3 store, the image endpoints answer 307 to a presigned GET URL of "
+                    "the object (after the tenant check) instead of streaming its bytes through "
+                    "the API; no effect with the local directory.")
+    blob_presign_ttl_s: int = Field(
+        default=300, ge=1, le=7 * 24 * 3600,
+        description="How long a presigned image URL stays valid, in seconds (S3 allows 7 days).")
     catalogue_path: Path | None = Field(
         default=None,
         description="The model catalogue file, TOML or JSON (.json); unset: the shipped catalogue.")
-    public_base_url: str = Field(default="http://127.0.0.1:8000")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="The API's address as clients reach it: the base of image URLs in job "
+                    "documents, batch results and webhooks.")
 
-    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    worker_concurrency: int = Field(
+        default=4, ge=1, le=256,
+        description="Threads of one worker process: the vendor calls it makes at once "
+                    "(`imgq worker --concurrency` wins).")
     dispatch_buffer: int = Field(default=1, ge=0, description="Jobs handed out beyond free slots.")
-    dispatch_interval_s: float = Field(default=0.5, gt=0)
+    dispatch_interval_s: float = Field(
+        default=0.5, gt=0,
+        description="The longest the dispatcher sleeps between passes; submits, finished jobs and "
+                    "worker heartbeats wake it sooner.")
     snapshot_interval_s: float = Field(
         default=1.0, gt=0, description="How often the scheduler publishes the ETA snapshot.")
     stream_fallback_poll_s: float = Field(
@@ -65,11 +134,17 @@ class Settings(BaseSettings):
         description="A worker's job is taken back and queued again this long after its last "
                     "lease renewal (the worker was killed, its host vanished, it hung). Keep it "
                     "several heartbeats long.")
+    worker_shutdown_grace_s: float = Field(
+        default=30.0, ge=0,
+        description="On SIGTERM a worker takes no new job and lets its running ones finish for "
+                    "this long; then the jobs still running go back to their places in the queue "
+                    "at once and it exits. Give the service manager's stop timeout a few seconds "
+                    "more.")
     broker_visibility_timeout_s: float = Field(
         default=3600.0, gt=0,
-        description="Redis broker only: when an unacknowledged message is delivered again. It "
-                    "never recovers a job (leases do); a redelivered message is recognised and "
-                    "ignored.")
+        description="Redis broker only (RabbitMQ redelivers when the consumer's connection "
+                    "drops): when an unacknowledged message is delivered again. It never recovers "
+                    "a job (leases do); a redelivered message is recognised and ignored.")
     database_retry_s: float = Field(
         default=600.0, gt=0,
         description="How long a worker keeps retrying the write of a finished job while the "
@@ -78,16 +153,21 @@ class Settings(BaseSettings):
         default=2.0, gt=0,
         description="After a worker finds the database unreachable the dispatcher hands out no "
                     "job for this long (then one job probes it again).")
-    job_deadline_s: float = Field(default=3600.0, gt=0)
+    job_deadline_s: float = Field(
+        default=3600.0, gt=0,
+        description="How long an interactive job may wait and run before it fails with "
+                    "`deadline_exceeded` (or `all_models_unavailable` once parked).")
 
-    max_prompt_chars: int = Field(default=4000, ge=1)
-    max_images_per_job: int = Field(default=4, ge=1)
+    max_prompt_chars: int = Field(default=4000, ge=1, description="Characters a prompt may have.")
+    max_images_per_job: int = Field(default=4, ge=1, description="The largest `n` of one job.")
     max_metadata_depth: int = Field(
         default=8, ge=1, description="Levels of nesting a job's metadata may have (the object "
                                      "itself is level 1).")
     max_metadata_bytes: int = Field(
         default=16 * 1024, ge=2, description="Bytes a job's metadata may take as compact JSON.")
-    admin_token: str | None = None
+    admin_token: str | None = Field(
+        default=None,
+        description="The Bearer token of /v1/admin (breaker actions); unset, /v1/admin answers 403.")
 
     # The OpenAI-compatible gateway (POST /v1/images/generations; docs/api.md).
     gateway_wait_s: float = Field(
@@ -118,21 +198,33 @@ class Settings(BaseSettings):
     webhook_allowed_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs a webhook may reach although private (e.g. [\"10.20.0.0/16\"]).")
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="How long one webhook delivery may take before it counts "
+                                         "as failed and is retried.")
     webhook_retry_schedule_s: list[float] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0],
         description="Delay before each retry of a failed delivery; its length is the retry count.")
-    webhook_poll_interval_s: float = Field(default=0.5, gt=0)
+    webhook_poll_interval_s: float = Field(
+        default=0.5, gt=0, description="How often the scheduler looks for deliveries that are due.")
 
     breaker_mode: Literal["shared", "local", "off"] = Field(
         default="shared",
         description="shared: one breaker per model in Redis for the whole cluster; local: one per "
                     "worker process (no coordination); off: no breaker (plain try-next loop).")
-    breaker_failure_rate_threshold: float = Field(default=0.30, gt=0, le=1)
-    breaker_window_s: int = Field(default=60, ge=1)
-    breaker_minimum_calls: int = Field(default=5, ge=1)
-    breaker_open_duration_s: float = Field(default=300.0, gt=0)
-    breaker_half_open_probes: int = Field(default=3, ge=1)
+    breaker_failure_rate_threshold: float = Field(
+        default=0.30, gt=0, le=1,
+        description="The share of failed calls in the window that opens a model's breaker.")
+    breaker_window_s: int = Field(
+        default=60, ge=1, description="The sliding window of outcomes the failure rate is computed on.")
+    breaker_minimum_calls: int = Field(
+        default=5, ge=1,
+        description="Outcomes the window must hold before its failure rate can open the breaker.")
+    breaker_open_duration_s: float = Field(
+        default=300.0, gt=0,
+        description="How long an open breaker sends no call to its model before half-open probes.")
+    breaker_half_open_probes: int = Field(
+        default=3, ge=1,
+        description="Probe calls a half-open breaker admits, cluster-wide; all must succeed to close it.")
     breaker_quota_cooldown_s: float = Field(
         default=60.0, gt=0, description="Cooldown after a 429 that carries no Retry-After.")
     breaker_probe_margin_s: float = Field(
@@ -202,3 +294,25 @@ class Settings(BaseSettings):
         default="127.0.0.1",
         description="The interface the worker's and the scheduler's metrics ports bind "
                     "(0.0.0.0 in a container that Prometheus scrapes from outside).")
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _broker_url_is_redis_or_rabbitmq(cls, value: object) -> object:
+        """Empty means unset (the Redis broker); an unknown scheme stops the process at start-up
+        rather than failing inside Celery at the first connection."""
+        if value == "":
+            return None
+        if isinstance(value, str):
+            broker_transport(value)
+        return value
+
+    @field_validator("blob_url", mode="before")
+    @classmethod
+    def _blob_url_names_a_bucket(cls, value: object) -> object:
+        """An empty IMGQ_BLOB_URL (as Compose passes an unset variable) means unset; any other
+        value must be an S3 location, so a typo stops the process instead of writing elsewhere."""
+        if value == "":
+            return None
+        if isinstance(value, str):
+            s3_location(value)
+        return value

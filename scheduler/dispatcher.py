@@ -26,6 +26,8 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from imagequeue import keys
+from imagequeue.broker import broker_config
+from imagequeue.settings import Settings
 from scheduler.outages import OutageLog
 from scheduler.queue import heartbeats
 from scheduler.queue.index import DEFAULT_LEASE_MS, WaitingIndex
@@ -62,10 +64,10 @@ return 0
 """
 
 
-def make_sender(redis_url: str) -> Celery:
+def make_sender(settings: Settings) -> Celery:
     """A Celery client that only sends tasks by name; it imports nothing of the workers."""
-    app = Celery("imgq-dispatcher", broker=redis_url)
-    app.conf.broker_connection_retry_on_startup = True
+    app = Celery("imgq-dispatcher")
+    app.conf.update(**broker_config(settings), broker_connection_retry_on_startup=True)
     return app
 
 
@@ -124,10 +126,16 @@ class Dispatcher:
     def free_slots(self) -> int:
         if self.leases.database_unreachable():
             return 0  # workers cannot load jobs: hold them in the queue
-        total = sum(heartbeats.live_workers(self.redis).values())
+        workers = heartbeats.live_workers(self.redis)
+        total = heartbeats.total_slots(workers)
         if total == 0:
             return 0
-        return total + self.buffer - self.index.inflight_count()
+        busy = self.index.inflight_count()
+        draining = {b.holder for b in workers.values() if b.draining and b.holder}
+        if draining:  # what a worker shutting down still runs holds none of the others' slots
+            held = heartbeats.held_by(self.redis)
+            busy -= sum(held[holder] for holder in draining)
+        return total + self.buffer - busy
 
     def dispatch_once(self) -> int:
         """Hand out as many jobs as there are free slots; returns how many were sent."""

@@ -111,7 +111,7 @@ class SchedulerCollector(Collector):
         families["imgq_queue_parked"].add_metric([], float(parked))
         families["imgq_jobs_in_flight"].add_metric([], float(in_flight))
         families["imgq_workers_alive"].add_metric([], float(len(workers)))
-        families["imgq_worker_slots"].add_metric([], float(sum(workers.values())))
+        families["imgq_worker_slots"].add_metric([], float(heartbeats.total_slots(workers)))
         if snap is not None:
             families["imgq_snapshot_age_seconds"].add_metric([], snap.age_s)
         for name in ("imgq_queue_depth", "imgq_new_job_eta_start_seconds",
@@ -180,7 +180,8 @@ def _empty_families() -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     yield GaugeMetricFamily(
         "imgq_jobs_in_flight", "Jobs handed to the workers and not yet finished or parked.")
     yield GaugeMetricFamily("imgq_workers_alive", "Workers whose heartbeat is current.")
-    yield GaugeMetricFamily("imgq_worker_slots", "Job slots (threads) of the live workers.")
+    yield GaugeMetricFamily("imgq_worker_slots",
+                            "Job slots (threads) of the live workers, none from one shutting down.")
     yield GaugeMetricFamily(
         "imgq_snapshot_age_seconds", "Age of the last published ETA snapshot (published "
         "every IMGQ_SNAPSHOT_INTERVAL_S by the active scheduler).")

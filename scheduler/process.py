@@ -49,7 +49,7 @@ class SchedulerProcess:
         sessions = make_sessionmaker(make_engine(settings.database_url))
         breakers = make_breaker_store(settings, catalogue.models)
         dispatcher = Dispatcher(
-            redis.Redis.from_url(settings.redis_url), sessions, make_sender(settings.redis_url),
+            redis.Redis.from_url(settings.redis_url), sessions, make_sender(settings),
             buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
             reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s,
             job_lease_ms=int(settings.lease_s * 1000),

@@ -1,4 +1,5 @@
-"""Where image bytes live. Local directory by default; an S3-compatible store fits the same seam."""
+"""Where image bytes live: a local directory (here) or an S3-compatible bucket (``storage/s3.py``);
+``storage/factory.py`` builds the one the settings ask for."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ class BlobStore(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes: ...
     def exists(self, key: str) -> bool: ...
+    def link(self, key: str, *, ttl_s: int, content_type: str) -> str | None:
+        """A URL that serves the bytes without us for ``ttl_s`` seconds, or None if the store
+        has no such thing (a local directory)."""
 
 
 def image_key(job_id: str, index: int, content_type: str) -> str:
@@ -53,3 +57,6 @@ class LocalBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def link(self, key: str, *, ttl_s: int, content_type: str) -> str | None:
+        return None

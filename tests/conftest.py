@@ -31,6 +31,7 @@ TEST_REDIS_URL = os.environ.get("IMGQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 TEST_POSTGRES_URL = os.environ.get(
     "IMGQ_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+TEST_BROKER_URL = os.environ.get("IMGQ_TEST_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def _missing(what: str, how: str) -> None:
@@ -81,6 +82,34 @@ def postgres_url() -> str:
         _missing("PostgreSQL", f"start one reachable as {TEST_POSTGRES_URL} "
                  "(apt-get install postgresql) or set IMGQ_TEST_POSTGRES_URL")
     return TEST_POSTGRES_URL
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """The test RabbitMQ as a broker URL: IMGQ_TEST_BROKER_URL, else 127.0.0.1:5672 as guest.
+
+    The session gets a vhost of its own (``imgq-test-<pid>``, deleted at the end, queues and
+    all) when ``rabbitmqctl`` can make one on that broker (it runs on this host and we may manage
+    it: root), so that no other session's messages reach our workers or theirs. Otherwise it
+    uses the URL's vhost and purges the ``imgq`` queue before and after."""
+    from kombu import Connection
+
+    from cli.lab.broker import PrivateVhost, amqp_error, purge_queue
+
+    error = amqp_error(TEST_BROKER_URL)
+    if error is not None:
+        _missing("RabbitMQ", f"{Connection(TEST_BROKER_URL).as_uri()} answers {error}: install "
+                 "it (sudo apt-get install rabbitmq-server) or set IMGQ_TEST_BROKER_URL")
+    vhost = PrivateVhost.create(TEST_BROKER_URL, f"imgq-test-{os.getpid()}")
+    if vhost is None:
+        purge_queue(TEST_BROKER_URL)
+        yield TEST_BROKER_URL
+        purge_queue(TEST_BROKER_URL)
+        return
+    try:
+        yield vhost.url
+    finally:
+        vhost.delete()
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +180,26 @@ def throwaway_postgres() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real S3 API server in its own process (moto's, ``cli.lab.s3.S3Server``); its
+    ``aws_env()`` points boto3 at it. Skips without moto (fails under ``CI=1``)."""
+    import importlib.util
+
+    from cli.lab.s3 import S3Server
+
+    if importlib.util.find_spec("moto") is None:
+        _missing("an S3 API server", "moto is not installed (pip install -e '.[dev]')")
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def s3_bucket(s3_server: Any) -> str:
+    """A new, empty bucket on the test S3 server, for this test alone."""
+    import uuid
+
+    return str(s3_server.create_bucket(f"imgq-{uuid.uuid4().hex[:12]}"))

@@ -1,25 +1,28 @@
-"""The Celery app: Redis broker, late acks, prefetch 1, a thread pool sized by a setting.
+"""The Celery app: Redis or RabbitMQ broker, late acks, prefetch 1, a thread pool sized by a setting.
 
 Tasks are thin, like web views: they load the per-process context and call the runner. Celery
-signals build that context when the worker starts and advertise the worker's capacity.
+signals build that context when the worker starts, advertise the worker's capacity, and on
+SIGTERM drain it (``workers.shutdown``: no new job, a grace for the running ones, then whatever
+is left goes back to the queue at once).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 from typing import Any
 
 from celery import Celery, signals
 
 from imagequeue import keys
+from imagequeue.broker import broker_config
 from imagequeue.metrics import WORKER_METRICS, MetricsServer, registry_for, serve_metrics
 from imagequeue.settings import Settings
-from scheduler.queue import heartbeats
+from scheduler.queue.heartbeats import WorkerIdentity
 from workers.context import WorkerContext
-from workers.runner import run_job
+from workers.heartbeat import Heartbeat
+from workers.runner import HANDED_BACK, run_job
+from workers.shutdown import Drain
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +30,15 @@ log = logging.getLogger(__name__)
 class _State:
     context: WorkerContext | None = None
     settings: Settings | None = None
-    heartbeat_stop = threading.Event()
+    heartbeat: Heartbeat | None = None
+    drain: Drain | None = None
     metrics: MetricsServer | None = None
 
 
 def make_celery(settings: Settings) -> Celery:
-    app = Celery("imagequeue", broker=settings.redis_url)
+    app = Celery("imagequeue")
     app.conf.update(
+        **broker_config(settings),
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -43,13 +48,13 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        # Never what recovers a job (leases do); a redelivered message is recognised and ignored.
-        broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout_s},
     )
     _State.settings = settings
 
     @app.task(name=keys.GENERATE_TASK)
     def generate(job_id: str, dispatch_token: int | None = None) -> str:
+        if _State.drain is not None and _State.drain.refuse(job_id):
+            return HANDED_BACK
         return run_job(context(), job_id, dispatch_token)
 
     return app
@@ -66,31 +71,14 @@ def context() -> WorkerContext:
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     ctx = context()
     name = getattr(sender, "hostname", None) or f"worker@{socket.gethostname()}"
-    period_s = ctx.settings.worker_heartbeat_s
     # The pool's real size (``-c`` on the command line wins over the setting).
     slots = int(getattr(getattr(sender, "controller", None), "concurrency", None)
                 or ctx.settings.worker_concurrency)
-
-    def beat() -> None:
-        from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
-
-        # A Redis outage is logged when it starts and when it ends, not on every beat.
-        outages = OutageLog("worker heartbeat", log, backoff_s=period_s)
-        errors = RepeatedErrors("worker heartbeat", log)
-        while not _State.heartbeat_stop.is_set():
-            try:
-                heartbeats.heartbeat(ctx.redis, name, slots, period_s * 3)
-            except DEPENDENCY_ERRORS as exc:
-                outages.failed(exc)
-            except Exception as exc:  # noqa: BLE001 - a missed beat must not kill the worker
-                errors.error(exc)
-            else:
-                outages.succeeded(("redis",))
-            _State.heartbeat_stop.wait(period_s)
-        with contextlib.suppress(Exception):
-            heartbeats.forget(ctx.redis, name)
-
-    threading.Thread(target=beat, name="imgq-heartbeat", daemon=True).start()
+    _State.heartbeat = Heartbeat(ctx.redis, name, slots, ctx.settings.worker_heartbeat_s,
+                                 WorkerIdentity.of_this_process(ctx.leases.worker_id))
+    _State.drain = Drain(ctx.leases, ctx.settings.worker_shutdown_grace_s,
+                         draining=_State.heartbeat.drain, leave=_leave)
+    _State.heartbeat.start()
     ctx.leases.start()
     ctx.index.wake()
 
@@ -115,8 +103,26 @@ def _hold_received(request: Any = None, **_: Any) -> None:
     ctx.leases.hold(str(args[0]), int(args[1]))
 
 
+@signals.worker_shutting_down.connect
+def _begin_drain(how: str = "Warm", **_: Any) -> None:
+    """Sent from Celery's signal handler, before its own shutdown starts."""
+    if _State.drain is not None:
+        _State.drain.begin(cold=how == "Cold")
+
+
 @signals.worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
-    _State.heartbeat_stop.set()
-    if _State.metrics is not None:
-        _State.metrics.stop()
+    if _State.drain is not None:
+        _State.drain.end()
+    else:
+        _leave()
+
+
+def _leave() -> None:
+    """This worker's heartbeat entry and metrics port go (once, whoever asks first)."""
+    heartbeat, _State.heartbeat = _State.heartbeat, None
+    if heartbeat is not None:
+        heartbeat.stop()
+    metrics, _State.metrics = _State.metrics, None
+    if metrics is not None:
+        metrics.stop()

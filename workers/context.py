@@ -22,8 +22,9 @@ from providers.catalogue import Catalogue, load_catalogue
 from scheduler.queue.index import WaitingIndex
 from scheduler.queue.leases import Leases
 from scheduler.tenants.quotas import TenantCounters
-from storage.blobs import BlobStore, LocalBlobStore
+from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
+from storage.factory import make_blob_store
 from throttle import VendorLimits
 from workers.leases import LeaseKeeper
 
@@ -56,7 +57,7 @@ class WorkerContext:
                 follow_redirects=False,
             ),
             catalogue=catalogue,
-            blobs=LocalBlobStore(settings.image_dir),
+            blobs=make_blob_store(settings),
             breaker=make_breaker_store(settings, catalogue.models),
             limits=VendorLimits(fail_open_redis(settings.redis_url)),
             leases=LeaseKeeper(Leases(client, int(settings.lease_s * 1000)),

@@ -2,13 +2,16 @@
 
 A job is held from the moment its message is received until its run has ended and its Redis
 state is cleared; ``drop`` waits for a renewal in progress, so a renewal can never re-create the
-lease of a job that has just finished.
+lease of a job that has just finished. A worker shutting down ``hand_back``s what it holds: the
+jobs go back to their places in the queue at once, and this process never renews or takes those
+leases again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 
 import redis
 
@@ -24,7 +27,10 @@ class LeaseKeeper:
         self.worker_id = worker_id
         self.period_s = period_s
         self._held: dict[str, int] = {}
+        self._handed_back: set[str] = set()
+        self._closed = False  # everything was handed back: the process is leaving
         self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.outages = OutageLog("lease renewal", log)
@@ -32,6 +38,8 @@ class LeaseKeeper:
     def hold(self, job_id: str, token: int) -> bool:
         """Take the job's lease; False if another live worker or a newer dispatch has it."""
         with self._lock:
+            if self._closed:
+                return False
             try:
                 ours = self.leases.hold(self.worker_id, [(job_id, token)])[0]
             except redis.RedisError as exc:  # run it (at least once); renewals retry the lease
@@ -44,6 +52,40 @@ class LeaseKeeper:
     def drop(self, job_id: str) -> None:
         with self._lock:
             self._held.pop(job_id, None)
+            self._changed.notify_all()
+
+    def holding(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def wait_empty(self, timeout_s: float) -> bool:
+        """Until this process holds no job (True), or ``timeout_s`` has passed (False)."""
+        with self._lock:
+            return self._changed.wait_for(lambda: not self._held, timeout_s)
+
+    def hand_back(self, job_ids: Iterable[str] | None = None) -> list[str]:
+        """Give these held jobs (None: every one, and take no more) back to their places in the
+        queue now; returns those handed back. If Redis cannot be reached their leases simply
+        run out, as if this process had died."""
+        with self._lock:
+            if job_ids is None:
+                self._closed = True
+            wanted = list(self._held) if job_ids is None else list(job_ids)
+            jobs = [(job_id, self._held.pop(job_id)) for job_id in wanted if job_id in self._held]
+            self._handed_back.update(job_id for job_id, _ in jobs)
+            self._changed.notify_all()
+            if jobs:
+                try:
+                    self.leases.release(self.worker_id, jobs)
+                except redis.RedisError as exc:
+                    log.warning("cannot hand %d jobs back now (%s); their leases will run out",
+                                len(jobs), exc)
+        return [job_id for job_id, _ in jobs]
+
+    def handed_back(self, job_id: str) -> bool:
+        """The job was given back: its run here must not record anything."""
+        with self._lock:
+            return job_id in self._handed_back
 
     def renew(self) -> list[str]:
         """Renew every held lease; returns the jobs that are no longer ours (and forgets them)."""

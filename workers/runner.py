@@ -50,6 +50,7 @@ from workers.router import AttemptHooks, AttemptRecord, CompositeHooks, RouteOut
 log = logging.getLogger(__name__)
 
 PARKED = "parked"
+HANDED_BACK = "handed back"
 T = TypeVar("T")
 
 
@@ -90,6 +91,10 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
         except DatabaseUnreachable as exc:
             return _give_back(ctx, job_id, exc)
         _count_attempts(outcome.attempts)
+        if ctx.leases.handed_back(job_id):  # this worker is leaving: the job runs elsewhere
+            log.warning("job %s was handed back while its route was walked; its outcome here "
+                        "is not recorded", job_id)
+            return HANDED_BACK
         now_ms = int(time.time() * 1000)
         deadline_ms = parking.epoch_ms(_deadline(ctx, job))
         if outcome.result is None and not outcome.job_failed and now_ms < deadline_ms:

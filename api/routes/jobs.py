@@ -8,12 +8,11 @@ from fastapi import APIRouter, Header, Response
 
 from api.bodies import JOB_BODY_OPENAPI, JobBody
 from api.deps import ServicesDep, TenantDep
+from api.images import REDIRECT_DOC, image_response
 from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobOut
-from scheduler.errors import NotFound
 from scheduler.idempotency import check_key, hash_json
 from scheduler.queue.jobs import JobRequest, JobView
 from scheduler.webhooks.outbox import WebhookPolicy, vet_url
-from storage.blobs import BlobNotFound
 from storage.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -96,16 +95,8 @@ def cancel_job(job_id: str, tenant: TenantDep, svc: ServicesDep) -> JobOut:
 
 
 @router.get("/{job_id}/images/{index}", response_class=Response, responses={
-    **ERRORS, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}}}})
+    **ERRORS, **REDIRECT_DOC, 200: {"content": {"image/png": {}, "image/jpeg": {}, "image/svg+xml": {}}}})
 def get_image(job_id: str, index: int, tenant: TenantDep, svc: ServicesDep) -> Response:
-    """The bytes of one image of a finished job, with its content type."""
+    """The bytes of one image of a finished job, with its content type (or a 307 to them)."""
     job = svc.queue.get(tenant.id, job_id).job
-    images = job.images or []
-    if not 0 <= index < len(images):
-        raise NotFound("image", f"{job_id}/{index}")
-    try:
-        data = svc.blobs.get(images[index]["key"])
-    except BlobNotFound as exc:
-        raise NotFound("image", f"{job_id}/{index}") from exc
-    return Response(data, media_type=images[index]["content_type"],
-                    headers={"Cache-Control": "private, max-age=86400"})
+    return image_response(svc, job, index, "private, max-age=86400")

@@ -37,6 +37,7 @@ from api.gateway import (
     validate_request,
 )
 from api.image_links import ImageLinks
+from api.images import REDIRECT_DOC, image_response
 from api.openai_errors import GatewayError, OpenAIRoute, documented
 from api.openai_schemas import GeneratedImage, ImageGenerationRequest, ImagesResponse
 from api.services import Services
@@ -250,7 +251,7 @@ def answer(svc: Services, job: Job, params: ImageGenerationRequest) -> Response:
 @router.get("/v1/images/content/{job_id}/{index}", response_class=Response, responses={
     200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}, "image/svg+xml": {}},
           "description": "The image bytes."},
-    **documented(400, 401, 403, 404, 429, 503)})
+    **REDIRECT_DOC, **documented(400, 401, 403, 404, 429, 503)})
 def image_content(
     job_id: str, index: int, request: Request, svc: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_key_or_link)],
@@ -280,13 +281,5 @@ def image_content(
         raise GatewayError(401, "Missing API key: send `Authorization: Bearer <key>`, or open "
                                 "the signed link the images answer gave.", code="missing_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
-    images = job.images or []
-    if not 0 <= index < len(images):
-        raise NotFound("image", f"{job_id}/{index}")
-    try:
-        data = svc.blobs.get(images[index]["key"])
-    except BlobNotFound as exc:
-        raise NotFound("image", f"{job_id}/{index}") from exc
     cache = "private, max-age=86400" if credentials is not None else "private, no-store"
-    return Response(data, media_type=images[index]["content_type"],
-                    headers={"Cache-Control": cache})
+    return image_response(svc, job, index, cache)

@@ -195,11 +195,30 @@
     }));
   }
 
+  function drawWorkers(doc) {
+    const body = $("workers").tBodies[0];
+    const nodes = doc.workers.nodes || [];
+    if (!nodes.length) {
+      body.replaceChildren(el("tr", {}, el("td", { className: "none", colspan: 6 }, "no worker is alive")));
+      return;
+    }
+    const shown = (value) => (value === null || value === undefined ? "?" : value);
+    body.replaceChildren(...nodes.map((w) => {
+      const state = w.draining ? "shutting down" : "serving";
+      const beat = w.last_beat_seconds_ago === null ? "?" : `${w.last_beat_seconds_ago.toFixed(1)} s ago`;
+      return el("tr", { "data-worker": w.name },
+        el("td", {}, w.name), el("td", {}, shown(w.host)),
+        el("td", {}, `${shown(w.running)} of ${w.concurrency}`), el("td", {}, shown(w.version)),
+        el("td", { "data-state": state }, state), el("td", {}, beat));
+    }));
+  }
+
   function draw(doc) {
     clockOffsetMs = doc.generated_at_ms - Date.now();
     drawQueue(doc);
     drawModels(doc);
     drawFailovers(doc);
+    drawWorkers(doc);
     lastUpdate = doc.generated_at_ms;
     $("content").hidden = false;
     $("content").classList.remove("stale");

@@ -11,6 +11,7 @@ how long the system took to heal.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +29,21 @@ import redis
 import sqlalchemy
 from sqlalchemy import select
 
+from cli.lab.broker import purge_queue
 from cli.lab.postgres import ThrowawayPostgres
 from cli.lab.stack import RunningStack, start_stack
 from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http, wait_until
 from imagequeue import keys
+from imagequeue.settings import broker_transport
 from storage.db import make_engine, migrate
 from storage.models import Attempt, Job, JobStatus
 
 TERMINAL = {s.value for s in JobStatus if s.is_terminal}
 DEFAULTS = {"IMGQ_WORKER_HEARTBEAT_S": "2.0"}  # start_stack speeds heartbeats up; faults use ours
+# What a worker logs when it ignores a message (workers.runner): its job was requeued since, or
+# another worker holds the job's lease. Celery's log lines start with "[2026-01-31 12:00:00,123: ".
+IGNORED = re.compile(r"^\[(?P<at>[\d-]+ [\d:]+),(?P<ms>\d{3}): [^\]]*\] job (?P<job>\S+): "
+                     r"(?P<why>stale dispatch|another worker holds it)\b.*ignoring it$", re.M)
 
 
 @dataclass
@@ -49,6 +57,9 @@ class FaultResult:
     billed: int = 0  # calls in the simulator's ledger for these jobs
     recorded: int = 0  # calls on record (attempt rows that are not "skipped")
     resubmits: int = 0  # asynchronous tasks submitted again for a job
+    killed_jobs: int = 0  # jobs the killed worker held when it died
+    redelivered: int = 0  # of those, messages delivered again and ignored (stale, or leased)
+    redelivered_s: float | None = None  # from the kill to the last of those ignored
     heal_s: float | None = None
     server_errors: int = 0  # HTTP 500s seen by clients, plus tracebacks in the API's log
     mismatched: list[str] = field(default_factory=list)  # jobs whose record differs from the bill
@@ -104,7 +115,10 @@ class FaultLab:
     def stack(self, name: str, env: dict[str, str] | None = None) -> RunningStack:
         log_dir = self.root / f"{name}-{uuid.uuid4().hex[:6]}"
         log_dir.mkdir()
-        self.client.flushall()
+        self.client.flushall()  # the Redis broker's queue with the rest
+        broker = (env or {}).get("IMGQ_BROKER_URL")
+        if broker and broker_transport(broker) == "amqp":
+            purge_queue(broker)
         return start_stack(log_dir, database_url=self.postgres.url, redis_url=self.redis.url,
                            simulator_url=self.simulator_url, image_dir=self.root / "images",
                            extra_env={**DEFAULTS, **(env or {})}, workers=2, concurrency=4)
@@ -222,3 +236,14 @@ def first_call_after(lab: FaultLab, tag: str, moment_s: float) -> float | None:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def ignored_messages(stack: RunningStack) -> dict[str, list[tuple[float, str]]]:
+    """Job id -> (epoch seconds, why) of each message for it the workers received and ignored
+    (``stale dispatch`` or ``another worker holds it``), from their logs."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    for log in sorted(stack.log_dir.glob("worker*.log")):
+        for m in IGNORED.finditer(log.read_text(errors="replace")):
+            at = datetime.strptime(m["at"], "%Y-%m-%d %H:%M:%S").timestamp() + int(m["ms"]) / 1000
+            found.setdefault(m["job"], []).append((at, m["why"]))
+    return found

@@ -7,7 +7,9 @@ benchmarks.faults`` at larger sizes (40 jobs, a 35 s database outage...).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -16,6 +18,7 @@ from cli.lab.faultlab import (
     FaultLab,
     FaultResult,
     first_call_after,
+    ignored_messages,
     kill,
     worker_pid,
 )
@@ -27,18 +30,25 @@ BREAKER_ENV = {"IMGQ_BREAKER_WINDOW_S": "30", "IMGQ_BREAKER_MINIMUM_CALLS": "4",
 DEAD_MODEL = "gemini-3-pro-image-preview"
 
 
-def kill_worker(lab: FaultLab, jobs: int = 16, latency_s: float = 3.0) -> FaultResult:
-    """SIGKILL a worker while its vendor calls are in flight (synchronous wire format)."""
-    with lab.scenario("kill-worker", latency_s) as run:
+def kill_worker(lab: FaultLab, jobs: int = 16, latency_s: float = 3.0,
+                broker_url: str | None = None) -> FaultResult:
+    """SIGKILL a worker while its vendor calls are in flight (synchronous wire format), on the
+    Redis broker or on the RabbitMQ at ``broker_url``, which gives the killed worker's
+    unacknowledged messages back at once: each must be ignored, the lease deciding."""
+    env = {"IMGQ_BROKER_URL": broker_url} if broker_url else None
+    with lab.scenario("kill-worker", latency_s, env) as run:
         ids = run.submit(jobs)
         pid = worker_pid(run.stack)
         wait_until(lambda: len(lab.held_by(pid)) >= 3, "the worker holds jobs", 30)
         wait_until(lambda: len(run.ledger()) >= 6, "calls are in flight", 30)
-        victims = lab.held_by(pid)
-        heal_s = _kill_and_wait_elsewhere(lab, run.stack, victims)
+        killed = _kill_and_wait_elsewhere(lab, run.stack)
         lab.wait_terminal(ids, 120)
-        result = run.result("SIGKILL a worker mid-call", ids, heal_s)
-        result.notes.append(f"{len(victims)} jobs were on the killed worker")
+        if broker_url:  # every message handled, the returned ones too (Redis keeps them 1 h)
+            run.stack.wait_idle(60)
+        fault = "SIGKILL a worker mid-call" + (" (AMQP)" if broker_url else "")
+        result = run.result(fault, ids, killed.heal_s)
+        _count_redeliveries(result, run.stack, killed)
+        result.notes.append(f"{len(killed.victims)} jobs were on the killed worker")
         return result
 
 
@@ -57,9 +67,10 @@ def kill_while_polling(lab: FaultLab, jobs: int = 8, latency_s: float = 4.0) -> 
             tasks = {a.job_id for a in open_calls if a.vendor_task_url} & held
             return tasks if len(tasks) >= 2 and not submitting else set()
         victims = wait_until(polling, "the worker polls BFL tasks", 30, poll_s=0.02)
-        heal_s = _kill_and_wait_elsewhere(lab, run.stack, lab.held_by(pid))
+        killed = _kill_and_wait_elsewhere(lab, run.stack)
         lab.wait_terminal(ids, 120)
-        result = run.result("SIGKILL a worker polling FLUX", ids, heal_s, async_vendor="bfl")
+        result = run.result("SIGKILL a worker polling FLUX", ids, killed.heal_s,
+                            async_vendor="bfl")
         result.notes.append(f"{len(victims)} jobs were polling on the killed worker")
         return result
 
@@ -144,12 +155,19 @@ def redis_flushed(lab: FaultLab, jobs: int = 40, latency_s: float = 1.0) -> Faul
         return result
 
 
-def _kill_and_wait_elsewhere(lab: FaultLab, stack: RunningStack, victims: set[str]) -> float:
-    """SIGKILL worker1 holding ``victims``; seconds until each runs on another worker (or
-    ended)."""
+@dataclass(frozen=True)
+class Killed:
+    victims: set[str]  # the jobs worker1 held when it died
+    at_s: float  # epoch seconds of the kill
+    heal_s: float  # until each victim ran on another worker (or ended)
+
+
+def _kill_and_wait_elsewhere(lab: FaultLab, stack: RunningStack) -> Killed:
+    """SIGKILL worker1 and wait until each job it held runs on another worker (or ended)."""
     pid = worker_pid(stack)
     kill(stack, "worker1")
-    killed_at = time.monotonic()
+    killed_at, at_s = time.monotonic(), time.time()
+    victims = lab.held_by(pid)  # its leases outlive it by IMGQ_LEASE_S
 
     def elsewhere() -> bool:
         owners, states = lab.owners(), lab.jobs(list(victims))
@@ -157,7 +175,21 @@ def _kill_and_wait_elsewhere(lab: FaultLab, stack: RunningStack, victims: set[st
                    ("|" in owners.get(j, "") and not owners[j].endswith(f":{pid}"))
                    for j in victims)
     wait_until(elsewhere, "the killed worker's jobs run again elsewhere", 60, poll_s=0.1)
-    return time.monotonic() - killed_at
+    return Killed(victims, at_s, time.monotonic() - killed_at)
+
+
+def _count_redeliveries(result: FaultResult, stack: RunningStack, killed: Killed) -> None:
+    """How many of the killed worker's messages came back and were ignored, and how soon."""
+    ignored = {job: seen for job, seen in ignored_messages(stack).items()
+               if job in killed.victims}
+    result.killed_jobs = len(killed.victims)
+    result.redelivered = sum(len(seen) for seen in ignored.values())
+    if ignored:
+        result.redelivered_s = max(at for seen in ignored.values() for at, _ in seen) - killed.at_s
+        why = Counter(reason for seen in ignored.values() for _, reason in seen)
+        result.notes.append(f"{result.redelivered} messages came back within "
+                            f"{result.redelivered_s:.1f}s, ignored: " +
+                            ", ".join(f"{n} {reason}" for reason, n in why.items()))
 
 
 def _answers(client: httpx.Client) -> bool:

@@ -17,7 +17,9 @@ from typing import Any
 
 import httpx
 import redis
+from celery.utils.nodenames import host_format
 
+from cli.lab.broker import Backlog
 from cli.stack import free_port, spawn, stop_process, wait_http, wait_until
 from imagequeue import keys
 from providers.catalogue import DEFAULT_CATALOGUE_PATH
@@ -72,9 +74,6 @@ def wait_jobs(client: httpx.Client, job_ids: Sequence[str], timeout_s: float = 6
     return done
 
 
-KOMBU_UNACKED = "unacked"  # the Redis transport's hash of delivered, unacknowledged messages
-
-
 @dataclass
 class RunningStack:
     api_url: str
@@ -83,10 +82,13 @@ class RunningStack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     metrics: bool = False  # each worker and the scheduler serve /metrics on a port of its own
     metrics_urls: dict[str, str] = field(default_factory=dict)  # by process name, with the API's
+    worker_names: list[str] = field(default_factory=list)  # every worker process started
 
     def start_worker(self, name: str, concurrency: int = 4,
                      env: dict[str, str] | None = None) -> None:
         """A Celery worker process; ``env`` (default: the stack's) e.g. with another catalogue."""
+        if name not in self.worker_names:
+            self.worker_names.append(name)
         self.procs[name] = spawn(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "imgq",
              "-P", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
@@ -134,6 +136,11 @@ class RunningStack:
         return httpx.Client(base_url=self.api_url, timeout=30,
                             headers={"Authorization": f"Bearer {api_key}"})
 
+    @property
+    def broker_url(self) -> str:
+        """The Celery broker: IMGQ_BROKER_URL (RabbitMQ) if given, else the stack's Redis."""
+        return self.env.get("IMGQ_BROKER_URL") or self.env["IMGQ_REDIS_URL"]
+
     def redis_client(self) -> redis.Redis:
         return redis.Redis.from_url(self.env["IMGQ_REDIS_URL"])
 
@@ -169,22 +176,24 @@ class RunningStack:
 
     def wait_idle(self, timeout_s: float = 30.0) -> None:
         """Until every task message sent to the workers has been taken and its task has
-        returned: nothing waits in the broker's queue and nothing is unacknowledged (the workers
-        acknowledge late, when a task returns). Seen twice in a row, since a message being
-        handed to a worker is briefly in neither."""
-        client = self.redis_client()
+        returned, whichever the broker (``cli.lab.broker.Backlog``): nothing waits in its queue
+        and no live worker holds one. Seen twice in a row, since a message being handed to a
+        worker is briefly in neither."""
+        alive = [host_format(f"{name}@%h") for name in self.worker_names
+                 if name in self.procs and self.procs[name].poll() is None]
+        backlog = Backlog(self.broker_url, alive)
         idle_before = False
 
         def idle_twice() -> bool:
             nonlocal idle_before
-            idle = client.llen(keys.GENERATE_QUEUE) == 0 and client.hlen(KOMBU_UNACKED) == 0
+            idle = backlog.count() == 0
             seen_twice, idle_before = idle and idle_before, idle
             return seen_twice
 
         try:
             wait_until(idle_twice, "the workers have handled every task message", timeout_s)
         finally:
-            client.close()
+            backlog.close()
 
 
 def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_url: str,

@@ -215,7 +215,7 @@ class SnapshotPublisher:
         now_s = time.time()
         dispatch_count = self.index.dispatch_count()  # before the head is read
         workers = heartbeats.live_workers(self.redis)
-        slots = sum(workers.values())
+        slots = heartbeats.total_slots(workers)
         running_as_of_s = time.time()
         running = telemetry.running_jobs(self.redis)
         walks = telemetry.route_walks(self.redis)
@@ -250,7 +250,7 @@ class SnapshotPublisher:
             "dispatch_count": dispatch_count,
             "depth": depth,
             "slots": slots,
-            "workers": workers,
+            "workers": {name: beat.slots for name, beat in workers.items()},
             "job_overhead_s": round(overhead_s, 3),
             "dispatched": [j for j, _ in dispatched],  # in the order of curve.dispatched_s
             "running": [{"job_id": r.job_id, "model": r.model,

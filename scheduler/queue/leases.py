@@ -4,9 +4,10 @@ The dispatcher leases each job it hands out (``WaitingIndex.take``). The worker 
 it takes the lease over and renews it with its heartbeat (``Leases.hold``); every expiry is
 timed by Redis ``TIME``, so host clocks do not matter. When a lease runs out (the worker was
 killed, its host vanished, it hung) ``sweep`` puts the job back at its place in the queue and
-frees what it held. The broker's visibility timeout never recovers a job: a message it
-redelivers carries a dispatch token that no longer matches, or finds a live holder, and is
-ignored.
+frees what it held. A worker shutting down does not wait for that: it ``release``s what it
+still holds, those leases expire at once, and the same sweep requeues the jobs. The broker's
+visibility timeout never recovers a job: a message it redelivers carries a dispatch token that
+no longer matches, or finds a live holder, and is ignored.
 
 A dispatch that no worker has received yet (its message still waits in the broker) is extended
 rather than taken back, until it is ``stale_s`` old: then its message is taken as lost.
@@ -79,6 +80,7 @@ class Leases:
         self._lapsed = client.register_script(lua_source("scheduler.queue", "lease_lapsed.lua"))
         self._reclaim = client.register_script(lua_source("scheduler.queue", "lease_reclaim.lua"))
         self._adopt = client.register_script(_ADOPT)
+        self._release = client.register_script(lua_source("scheduler.queue", "lease_release.lua"))
 
     def hold(self, worker: str, jobs: Sequence[tuple[str, int]]) -> list[bool]:
         """Take or renew the leases of (job id, dispatch token) pairs; False where not ours."""
@@ -89,6 +91,18 @@ class Leases:
             args += [job_id, str(token)]
         flags = self._hold(keys=[keys.LEASES, keys.LEASE_OWNERS, keys.INFLIGHT], args=args)
         return [bool(int(f)) for f in flags]
+
+    def release(self, worker: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Hand (job id, dispatch token) pairs this worker holds back now (it is shutting down):
+        their leases expire at once and the next ``sweep`` requeues each at its place, the path a
+        lapsed lease takes. Returns how many were still this worker's."""
+        if not jobs:
+            return 0
+        args: list[str | int] = [worker]
+        for job_id, token in jobs:
+            args += [job_id, str(token)]
+        return int(self._release(keys=[keys.LEASES, keys.LEASE_OWNERS, keys.DISPATCH_WAKE],
+                                 args=args))
 
     def lapsed(self, limit: int = 500) -> list[Lapsed]:
         flat = [_text(v) for v in self._lapsed(keys=[keys.LEASES, keys.LEASE_OWNERS,
@@ -174,8 +188,8 @@ def sweep(sessions: sessionmaker[Session], index: WaitingIndex, leases: Leases,
             for model in models:
                 limits.release_holders(model, f"{entry.job_id}:")
         requeued += 1
-        log.warning("job %s: its lease ran out (owner %s); back in the queue", entry.job_id,
-                    entry.owner.partition("|")[2] or "unknown")
+        log.warning("job %s: its lease ran out or was handed back (owner %s); back in the queue",
+                    entry.job_id, entry.owner.partition("|")[2] or "unknown")
     if requeued:
         index.wake()
     return SweepResult(requeued, extended, cleared)

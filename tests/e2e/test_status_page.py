@@ -180,6 +180,10 @@ def test_every_model_has_a_badge_and_a_forced_open_one_turns_red_without_a_reloa
     expect(hop).to_contain_text("skipped: breaker forced open by an operator")
     expect(page.locator(f'.model[data-model="{FALLBACK}"] .badge')).to_have_attribute(
         "data-colour", "green")
+    worker = page.locator("#workers tr[data-worker]")
+    expect(worker).to_have_count(1)
+    expect(worker.locator('td[data-state="serving"]')).to_have_text("serving")
+    expect(worker.locator("td").nth(2)).to_contain_text(" of 4")
     assert_fits(page, 1280)
     page.screenshot(path=str(ARTIFACTS / "status-desktop.png"), full_page=True)
 
@@ -263,7 +267,9 @@ def test_the_status_shows_the_queue_latency_and_throughput(
     assert set(body["lanes"]) == {"interactive", "bulk"}
     for lane in body["lanes"].values():
         assert set(lane) == {"depth", "new_job_eta_start_seconds", "new_job_eta_finish_seconds"}
-    assert body["workers"] == {"alive": 1, "slots": 4}
+    assert {k: body["workers"][k] for k in ("alive", "slots", "draining")} == {
+        "alive": 1, "slots": 4, "draining": 0}
+    assert [w["concurrency"] for w in body["workers"]["nodes"]] == [4]
     assert body["throughput"]["over_seconds"] == 300
     served = body["models"][GEMINI]
     assert served["p50_calls"] >= 3 and served["p50_latency_s"] > 0

@@ -18,6 +18,7 @@ from cli.lab.postgres import PostgresNotInstalled
 from tests.conftest import _missing
 
 WORKER_KILL_HEAL_S = 15.0
+LEASE_S = 10.0  # IMGQ_LEASE_S's default, which the fault suite keeps
 DEPENDENCY_HEAL_S = 5.0
 
 
@@ -43,12 +44,26 @@ def assert_nothing_lost(result: FaultResult) -> None:
     assert result.server_errors == 0, detail
 
 
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_url(request: pytest.FixtureRequest) -> str | None:
+    """The Celery broker of the stack: None for Redis (IMGQ_REDIS_URL), else a RabbitMQ."""
+    return None if request.param == "redis" else str(request.getfixturevalue("rabbitmq_url"))
+
+
 def test_a_killed_workers_jobs_run_again_elsewhere_within_15s_billed_once_each_on_record(
-        lab: FaultLab) -> None:
-    result = faults.kill_worker(lab)
+        lab: FaultLab, broker_url: str | None) -> None:
+    """On RabbitMQ the killed worker's unacknowledged messages come back as soon as its
+    connection drops, while their leases still hold: each is ignored and runs only once, when
+    its lease runs out. The Redis broker would give them back after its visibility timeout."""
+    result = faults.kill_worker(lab, broker_url=broker_url)
     assert_nothing_lost(result)
     assert result.billed > result.jobs  # the killed calls were billed, and are on record
     assert result.heal_s is not None and result.heal_s <= WORKER_KILL_HEAL_S, result
+    if broker_url is None:
+        assert result.redelivered == 0, result
+    else:
+        assert result.redelivered == result.killed_jobs >= 3, result
+        assert result.redelivered_s is not None and result.redelivered_s < LEASE_S, result
 
 
 def test_a_worker_killed_while_polling_bfl_is_resumed_without_a_second_submit(

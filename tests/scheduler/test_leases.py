@@ -174,3 +174,25 @@ def test_running_jobs_without_a_lease_are_adopted_and_taken_back_if_nobody_renew
     assert sweep(sessions, index, leases, stale_s=600).requeued == 1
     assert index.position(job) == 0  # its place was lost with Redis: pushed again
     assert status_of(sessions, job) == JobStatus.QUEUED.value
+
+
+def test_a_released_lease_is_requeued_at_its_place_by_the_next_sweep_long_before_it_lapses(
+        sessions: sessionmaker[Session], index: WaitingIndex, client: redis.Redis) -> None:
+    leases = Leases(client, 120_000)  # it would run out in two minutes
+    first, second = add_jobs(sessions, 2, JobStatus.RUNNING)
+    index.push([IndexEntry(first), IndexEntry(second)])
+    _, token = index.take(1, 120_000)
+    leases.hold("w1", [(first, token)])
+    assert sweep(sessions, index, leases, stale_s=600).requeued == 0
+    client.delete(keys.DISPATCH_WAKE)
+
+    assert leases.release("w2", [(first, token)]) == 0  # not its job
+    assert leases.release("w1", [(first, token - 1)]) == 0  # an older dispatch
+    assert leases.release("w1", [(first, token)]) == 1
+    assert client.llen(keys.DISPATCH_WAKE) == 1  # the dispatcher sweeps at once
+
+    assert sweep(sessions, index, leases, stale_s=600).requeued == 1
+    assert index.position(first) == 0 and index.position(second) == 1
+    assert status_of(sessions, first) == JobStatus.QUEUED.value
+    assert leases.hold("w1", [(first, token)]) == [False]  # the leaving worker cannot take it back
+    assert leases.release("w1", [(first, token)]) == 0
