@@ -44,11 +44,61 @@ def test_every_imgq_variable_in_compose_is_a_setting() -> None:
                 assert var in fields, f"service {name} sets {var}, which no setting reads"
 
 
-def test_every_service_command_is_an_imgq_command() -> None:
-    commands = set(get_command(app).commands)  # type: ignore[attr-defined]
+def test_every_service_command_is_an_imgq_command_with_its_options() -> None:
+    commands = get_command(app).commands  # type: ignore[attr-defined]
     for name, service in _compose()["services"].items():
         if service.get("build"):
-            assert service["command"][0] in commands, f"service {name}: unknown imgq command"
+            command, *args = service["command"]
+            assert command in commands, f"service {name}: unknown imgq command {command}"
+            # Parses the options as `imgq` would (an unknown option or a bad value raises).
+            commands[command].make_context(command, list(args))
+
+
+def test_compose_runs_the_scale_out_layout() -> None:
+    services = _compose()["services"]
+    assert {"redis", "postgres", "rabbitmq", "minio", "api", "scheduler", "worker",
+            "simulator"} <= set(services)
+    assert "--appendonly" in services["redis"]["command"]  # the breaker state survives restarts
+    assert services["scheduler"]["deploy"]["replicas"] == 2  # active and standby
+    assert "replicas" not in services["worker"].get("deploy", {})  # --scale worker=N
+    assert services["simulator"]["profiles"] == ["demo"]
+    assert services["redis-broker"]["profiles"] == ["redis-broker"]  # the other broker
+    env = services["worker"]["environment"]
+    assert env["IMGQ_BROKER_URL"].startswith("${IMGQ_BROKER_URL:-amqp://")
+    assert env["IMGQ_BLOB_URL"].startswith("s3://") and env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+    for name, service in services.items():
+        if "profiles" in service or service.get("command") in (["migrate"],) or name.endswith(
+                ("-bucket", "-catalogue")):
+            continue  # one-shot steps and profile-only services
+        assert service.get("restart") == "unless-stopped", f"{name} has no restart policy"
+        assert "healthcheck" in service, f"{name} has no health check"
+
+
+def test_warm_shutdown_fits_inside_dockers_stop_grace() -> None:
+    worker = _compose()["services"]["worker"]
+    grace_s = float(worker["environment"]["IMGQ_WORKER_SHUTDOWN_GRACE_S"])
+    assert worker["stop_grace_period"].endswith("s")
+    assert float(worker["stop_grace_period"][:-1]) > grace_s
+
+
+def test_no_secret_is_written_into_the_compose_file() -> None:
+    """Passwords and keys come from the environment (.env); the file holds only demo defaults
+    behind ``${VAR:-default}``, never a bare value."""
+    secretish = ("PASSWORD", "SECRET", "API_KEY", "API_TOKEN", "ADMIN_TOKEN")
+    for name, service in _compose()["services"].items():
+        for var, value in (service.get("environment") or {}).items():
+            if any(word in var for word in secretish):
+                assert str(value).startswith("${"), f"service {name}: {var} is written in the file"
+    assert "USER imgq" in (REPO_ROOT / "Dockerfile").read_text()  # the image does not run as root
+
+
+def test_the_demo_env_file_names_real_settings() -> None:
+    fields = {f"IMGQ_{name.upper()}" for name in Settings.model_fields}
+    lines = [line for line in (REPO_ROOT / "compose.demo.env").read_text().splitlines()
+             if line and not line.startswith("#")]
+    for line in lines:
+        var = line.partition("=")[0]
+        assert var == "COMPOSE_PROFILES" or var in fields, var
 
 
 def test_dockerfile_copies_every_package() -> None:
