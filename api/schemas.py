@@ -35,6 +35,8 @@ class AttemptOut(BaseModel):
     vendor_request_id: str | None
     cost_usd: float
     message: str | None
+    worker: str | None = Field(
+        default=None, description="The worker process that made the call, as host:pid.")
 
 
 class JobOut(BaseModel):

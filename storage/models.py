@@ -218,6 +218,7 @@ class Attempt(Base):
     message: Mapped[str | None] = mapped_column(Text)
     vendor_task_id: Mapped[str | None] = mapped_column(String(200))
     vendor_task_url: Mapped[str | None] = mapped_column(Text)
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the process that called
 
     job: Mapped[Job] = relationship(back_populates="attempts")
 

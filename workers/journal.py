@@ -46,17 +46,19 @@ class AttemptJournal(AttemptHooks):
     """Writes the ``in_progress`` row of each call right before it is made (the last hook, after
     the breaker and the vendor limits have said yes)."""
 
-    def __init__(self, sessions: sessionmaker[Session], job_id: str, images: int) -> None:
+    def __init__(self, sessions: sessionmaker[Session], job_id: str, images: int,
+                 worker: str | None = None) -> None:
         self.sessions = sessions
         self.job_id = job_id
         self.images = images
+        self.worker = worker  # host:pid, on each row: which process made the call
         self.row_ids: list[int] = []  # in call order, as the walk's non-skipped attempts
         self._current: dict[str, int] = {}
 
     def before(self, index: int, model: ModelSpec) -> str | None:
         row = Attempt(job_id=self.job_id, model=model.id, started_at=datetime.now(UTC),
                       outcome=AttemptOutcome.IN_PROGRESS.value,
-                      cost_usd=model.price_per_image_usd * self.images)
+                      cost_usd=model.price_per_image_usd * self.images, worker=self.worker)
         try:
             with self.sessions.begin() as session:
                 session.add(row)

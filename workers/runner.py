@@ -156,7 +156,7 @@ def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None
     resumed = _resume(ctx, pending, request, admission) if pending is not None else None
     if resumed is not None and (resumed.result is not None or resumed.job_failed):
         return resumed, admission, [pending.row_id] if pending else []
-    journal = AttemptJournal(ctx.sessions, job.id, job.n)
+    journal = AttemptJournal(ctx.sessions, job.id, job.n, ctx.leases.worker_id)
 
     def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
         return call_provider(ctx.http, model, req, journal.task_hooks(model))

@@ -44,7 +44,7 @@ def job_out(view: JobView, base_url: str) -> JobOut:
         attempts=[AttemptOut(model=a.model, started_at=a.started_at, latency_ms=a.latency_ms,
                              outcome=a.outcome, http_status=a.http_status,
                              vendor_request_id=a.vendor_request_id, cost_usd=a.cost_usd,
-                             message=a.message) for a in job.attempts],
+                             message=a.message, worker=a.worker) for a in job.attempts],
         metadata=job.metadata_ or {},
     )
 

@@ -82,17 +82,23 @@ class RunningStack:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     metrics: bool = False  # each worker and the scheduler serve /metrics on a port of its own
     metrics_urls: dict[str, str] = field(default_factory=dict)  # by process name, with the API's
-    worker_names: list[str] = field(default_factory=list)  # every worker process started
+    worker_nodes: dict[str, str] = field(default_factory=dict)  # process name -> Celery node
 
     def start_worker(self, name: str, concurrency: int = 4,
-                     env: dict[str, str] | None = None) -> None:
-        """A Celery worker process; ``env`` (default: the stack's) e.g. with another catalogue."""
-        if name not in self.worker_names:
-            self.worker_names.append(name)
+                     env: dict[str, str] | None = None, hostname: str | None = None) -> None:
+        """A Celery worker process; ``env`` (default: the stack's) e.g. with another catalogue.
+        ``hostname``: the process runs in a UTS namespace of its own under that host name, as on
+        another host (``unshare --uts``; needs root, see ``can_fake_hostnames``)."""
+        self.worker_nodes[name] = f"{name}@{hostname}" if hostname else host_format(f"{name}@%h")
+        command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "imgq",
+                   "-P", "threads", "-c", str(concurrency), "-n", self.worker_nodes[name],
+                   "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                   "--without-heartbeat"]
+        if hostname:
+            command = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', hostname,
+                       *command]
         self.procs[name] = spawn(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "imgq",
-             "-P", "threads", "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            command,
             env=self._metrics_env(name, "IMGQ_WORKER_METRICS_PORT", env or self.env),
             log=self.log_dir / f"{name}.log")
 
@@ -179,7 +185,7 @@ class RunningStack:
         returned, whichever the broker (``cli.lab.broker.Backlog``): nothing waits in its queue
         and no live worker holds one. Seen twice in a row, since a message being handed to a
         worker is briefly in neither."""
-        alive = [host_format(f"{name}@%h") for name in self.worker_names
+        alive = [node for name, node in self.worker_nodes.items()
                  if name in self.procs and self.procs[name].poll() is None]
         backlog = Backlog(self.broker_url, alive)
         idle_before = False
@@ -229,3 +235,14 @@ def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_u
         stack.stop_all()
         raise RuntimeError(logs) from None
     return stack
+
+
+def can_fake_hostnames() -> str | None:
+    """None if ``start_worker(hostname=...)`` works here, else why not (``unshare --uts`` needs
+    root, or CAP_SYS_ADMIN)."""
+    try:
+        done = subprocess.run(["unshare", "--uts", "hostname", "imgq-probe"], capture_output=True,
+                              text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unshare is not usable: {exc}"
+    return None if done.returncode == 0 else f"unshare --uts refused: {done.stderr.strip()}"
