@@ -20,7 +20,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = Services.build(settings)
-        app.state.snapshots = SnapshotListener(settings.redis_url, settings.redis_timeout_s)
+        services = app.state.services
+        app.state.snapshots = SnapshotListener(settings.redis_url, settings.redis_timeout_s,
+                                               services.snapshots, services.tenants)
         app.state.snapshots.start()  # wakes the event streams (api/snapshots.py)
         try:
             yield

@@ -12,7 +12,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.services import Services
 from scheduler.tenants.quotas import TenantLimits
 from storage.models import Tenant
-from storage.tenants import tenant_for_api_key
 
 _bearer = HTTPBearer(auto_error=False, description="A tenant API key: `Authorization: Bearer imgq_...`")
 bearer = _bearer  # for routes whose key is optional (the status while it is public)
@@ -20,6 +19,11 @@ bearer = _bearer  # for routes whose key is optional (the status while it is pub
 
 def services(request: Request) -> Services:
     return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def _services(request: Request) -> Services:
+    """The dependency: a coroutine, so FastAPI calls it in the event loop, not in a thread."""
+    return services(request)
 
 
 def tenant(
@@ -30,11 +34,11 @@ def tenant(
     if credentials is None:
         raise HTTPException(401, "missing API key: send `Authorization: Bearer <key>` "
                                  "(create one with `imgq tenant create NAME`)", headers=challenge)
-    with services(request).sessions() as session:
-        found = tenant_for_api_key(session, credentials.credentials)
+    svc = services(request)
+    found = svc.tenants.tenant(credentials.credentials)
     if found is None:
         raise HTTPException(401, "invalid API key", headers=challenge)
-    svc = services(request)  # every request of a tenant counts against its requests per minute
+    # Every request of a tenant counts against its requests per minute.
     svc.rate.check(request, found.id, TenantLimits.resolve(found, svc.limit_defaults).rpm)
     return found
 
@@ -56,6 +60,6 @@ def admin(
         raise HTTPException(401, "invalid admin token", headers=challenge)
 
 
-ServicesDep = Annotated[Services, Depends(services)]
+ServicesDep = Annotated[Services, Depends(_services)]
 TenantDep = Annotated[Tenant, Depends(tenant)]
 AdminOnly = Depends(admin)

@@ -12,10 +12,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.image_links import ImageLinks
 from api.ratelimit import RequestRate
+from api.tenant_cache import TenantCache
 from breaker import BreakerStore
 from breaker.factory import make_breaker_store
 from imagequeue.settings import Settings
 from providers.catalogue import Catalogue, load_catalogue
+from scheduler.eta.snapshot import SnapshotCache
 from scheduler.queue.index import WaitingIndex
 from scheduler.queue.jobs import JobQueue
 from scheduler.tenants.quotas import LimitDefaults, TenantCounters
@@ -50,20 +52,27 @@ class Services:
     counters: TenantCounters
     rate: RequestRate
     image_links: ImageLinks  # the signed links of the OpenAI-compatible gateway
+    snapshots: SnapshotCache  # the published snapshot, read once per publication
+    tenants: TenantCache  # callers by API key, held while the subscription is up
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings)
         sessions = make_sessionmaker(engine)
+        # Reads of one statement (a poll's job, a caller's tenant) need no transaction.
+        reads = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
         client = api_redis(settings)
         catalogue = load_catalogue(settings.catalogue_path)
         defaults = LimitDefaults.from_settings(settings)
         counters = TenantCounters(client, defaults)
+        snapshots = SnapshotCache(client, max_age_s=settings.stream_fallback_poll_s)
         queue = JobQueue(sessions, WaitingIndex(client), catalogue,
-                         job_deadline_s=settings.job_deadline_s, counters=counters)
+                         job_deadline_s=settings.job_deadline_s, counters=counters,
+                         snapshots=snapshots.read, reads=reads)
         return cls(settings, engine, sessions, client, catalogue, queue,
                    make_blob_store(settings), make_breaker_store(settings, catalogue.models),
-                   defaults, counters, RequestRate(client), ImageLinks.from_settings(settings))
+                   defaults, counters, RequestRate(client), ImageLinks.from_settings(settings),
+                   snapshots, TenantCache(reads, settings.api_tenant_cache_s))
 
     def close(self) -> None:
         self.redis.close()

@@ -6,6 +6,10 @@ and stopped by the app's lifespan) and wakes every open stream at once; each str
 its job or batch again. A stream no snapshot woke for ``stream_fallback_poll_s`` reads again
 anyway, so it still follows its job while no scheduler publishes, and while Redis is unreachable:
 the listener then logs the outage once and subscribes again every second until Redis is back.
+
+The same subscription keeps the process's copies honest: each snapshot announced marks the held
+snapshot old (``SnapshotCache``), and a tenant changed on ``keys.TENANTS_CHANNEL`` makes the
+process forget the tenants it holds (``TenantCache``). While it is down, both read afresh.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from api.tenant_cache import TenantCache
 from imagequeue import keys
+from scheduler.eta.snapshot import SnapshotCache
 from scheduler.outages import DEPENDENCY_ERRORS, OutageLog, RepeatedErrors
 
 log = logging.getLogger(__name__)
+TENANTS = keys.TENANTS_CHANNEL.encode()
 
 
 class SnapshotListener:
@@ -33,9 +40,12 @@ class SnapshotListener:
     PING_EVERY_S = 5.0  # a silent subscription is checked with a PING this often
     SILENT_LIMIT_S = 15.0  # and taken as broken (and opened again) after this long unanswered
 
-    def __init__(self, redis_url: str, timeout_s: float) -> None:
+    def __init__(self, redis_url: str, timeout_s: float, snapshots: SnapshotCache | None = None,
+                 tenants: TenantCache | None = None) -> None:
         self.redis_url = redis_url
         self.timeout_s = timeout_s
+        self.snapshots = snapshots
+        self.tenants = tenants
         self.subscribed = False
         self.heard = 0  # snapshots announced since the listener started
         self._next: asyncio.Event | None = None
@@ -69,10 +79,26 @@ class SnapshotListener:
             self._task = None
 
     def _announce(self) -> None:
+        if self.snapshots is not None:
+            self.snapshots.announce()
         wake, self._next = self._next, None
         self.heard += 1
         if wake is not None:
             wake.set()
+
+    def _heard(self, channel: bytes) -> None:
+        if channel != TENANTS:
+            self._announce()
+        elif self.tenants is not None:
+            self.tenants.forget()
+
+    def _listening(self, up: bool) -> None:
+        """The caches may hold copies only while every change reaches them."""
+        if self.tenants is not None:
+            self.tenants.forget()
+            self.tenants.listening = up
+        if self.snapshots is not None:
+            self.snapshots.listening = up
 
     async def _run(self) -> None:
         while True:
@@ -83,6 +109,7 @@ class SnapshotListener:
             except Exception as exc:  # noqa: BLE001 - streams fall back to polling meanwhile
                 self.errors.error(exc)
             self.subscribed = False
+            self._listening(False)
             await asyncio.sleep(self.RETRY_S)
 
     async def _listen(self) -> None:
@@ -92,8 +119,9 @@ class SnapshotListener:
             retry=Retry(NoBackoff(), 0))  # _run retries, and logs the outage
         try:
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
-                await pubsub.subscribe(keys.SNAPSHOT_CHANNEL)
+                await pubsub.subscribe(keys.SNAPSHOT_CHANNEL, keys.TENANTS_CHANNEL)
                 self.subscribed = True
+                self._listening(True)
                 self.outages.succeeded(("redis",))
                 heard_at = time.monotonic()
                 while True:
@@ -102,7 +130,7 @@ class SnapshotListener:
                     if message is not None:
                         heard_at = now
                         if message["type"] == "message":
-                            self._announce()
+                            self._heard(message["channel"])
                     elif now - heard_at > self.SILENT_LIMIT_S:
                         raise redis.ConnectionError(
                             f"no answer on the snapshot subscription for {self.SILENT_LIMIT_S:.0f}s")

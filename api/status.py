@@ -38,7 +38,6 @@ from api import breakers
 from api.services import Services
 from providers.catalogue import ModelSpec
 from scheduler.eta import telemetry
-from scheduler.eta.snapshot import read_snapshot
 from scheduler.queue import heartbeats
 from storage.models import Attempt, AttemptOutcome
 
@@ -164,7 +163,7 @@ def status_document(svc: Services, open_streams: int) -> dict[str, Any]:
     """The whole status, read now. Raises when Redis or the database is unreachable."""
     settings = svc.settings
     failovers = recent_failovers(svc)
-    snap = read_snapshot(svc.redis)
+    snap = svc.snapshots.read()
     now_s = time.time()
     workers = heartbeats.roster(svc.redis)
     model_ids = list(svc.catalogue.models)

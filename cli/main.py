@@ -136,17 +136,43 @@ def scheduler() -> None:
 def api(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int | None, typer.Option(
+        min=1, max=64, help="Processes serving the port (default IMGQ_API_WORKERS).")] = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the HTTP API (OpenAPI docs at /docs), in one process or ``--workers`` of them."""
     import uvicorn
 
     from api.app import create_app
+    from api.serving import NoDelayHTTPProtocol
     from storage.db import migrate
 
     settings = settings_or_exit()
     catalogue_or_exit(settings)
     migrate(settings.database_url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    processes = workers or settings.api_workers
+    if processes == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info",
+                    http=NoDelayHTTPProtocol)
+        return
+    _share_link_secret(settings, processes)
+    # Each process builds its app from the environment (api/asgi.py), as `uvicorn --workers`.
+    uvicorn.run("api.asgi:app", host=host, port=port, log_level="info", workers=processes,
+                http=NoDelayHTTPProtocol)
+
+
+def _share_link_secret(settings: Any, processes: int) -> None:
+    """Signed image links must open on whichever process a client reaches: without
+    IMGQ_GATEWAY_URL_SECRET, one secret made now goes to every process."""
+    import os
+    import secrets
+
+    secret = settings.gateway_url_secret
+    if secret is not None and secret.get_secret_value():
+        return
+    os.environ["IMGQ_GATEWAY_URL_SECRET"] = secrets.token_urlsafe(32)
+    console.print(f"[yellow]IMGQ_GATEWAY_URL_SECRET is not set[/]: the {processes} API processes "
+                  f"share a secret made now, so signed image links stop opening when `imgq api` "
+                  f"restarts, and on any other API host; set the same secret on every host.")
 
 
 @app.command()
@@ -264,6 +290,22 @@ def _publish_running_cap(settings: Any, tenant: Any) -> None:
         client.close()
 
 
+def _announce_tenant_change(settings: Any, tenant: Any) -> None:
+    """API processes hold callers' tenants for IMGQ_API_TENANT_CACHE_S; this makes them forget."""
+    import redis
+
+    from imagequeue import keys
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.publish(keys.TENANTS_CHANNEL, tenant.id)
+    except redis.RedisError:
+        console.print(f"(Redis is unreachable: the API applies the limits within "
+                      f"{settings.api_tenant_cache_s:g} s)")
+    finally:
+        client.close()
+
+
 @tenant_app.command("create")
 def tenant_create(name: Annotated[str, typer.Argument(help="A unique tenant name.")],
                   rpm: Rpm = None, max_queued: MaxQueued = None, max_running: MaxRunning = None,
@@ -315,6 +357,8 @@ def tenant_set(name: Annotated[str, typer.Argument(help="The tenant's name.")],
             console.print(f"[red]no tenant named {name!r}[/] (create it with `imgq tenant create`)")
             raise typer.Exit(1)
         set_limits(tenant, limits)
+    if limits:
+        _announce_tenant_change(settings, tenant)
     if "max_running" in limits:
         _publish_running_cap(settings, tenant)
     console.print(f"tenant {tenant.id} ({name})" + ("" if limits else ": nothing changed"))

@@ -23,10 +23,10 @@ DOC_PATH = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 # Sections in the order they are printed: (title, field-name prefixes). The first match wins; a
 # setting no prefix matches lands in "Other".
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Where things live", ("database_url", "redis_", "broker_", "blob_", "image_dir", "catalogue_",
-                           "public_base_url")),
+    ("Where things live", ("database_url", "database_pool", "database_max", "redis_", "broker_",
+                           "blob_", "image_dir", "catalogue_", "public_base_url")),
     ("Workers", ("worker_", "lease_", "database_retry", "database_backoff", "vendor_", "park_",
-                 "job_deadline")),
+                 "job_deadline", "verify_")),
     ("Dispatch and scheduling", ("dispatch_", "snapshot_", "reconcile_", "stream_")),
     ("The breaker", ("breaker_",)),
     ("Validation of jobs and batches", ("max_", "batch_")),

@@ -16,6 +16,8 @@ old keys; model names always end a key, so two models can never share one):
     imgq:v1:walks                 LIST recent route walks "seconds:ended_at" (for slot overhead)
     imgq:v1:snapshot              STRING JSON queue snapshot with the ETA curve, once a second
     imgq:v1:snapshots             CHANNEL the snapshot's ``as_of_s``, published with each one
+    imgq:v1:tenants:changed       CHANNEL a tenant's id, published when its limits change (the API
+                                  processes forget the tenants they hold)
     imgq:v1:workers               HASH worker name -> {"concurrency", "expires_at_ms"} heartbeats
     imgq:v1:dispatch:wake         LIST a nudge for the dispatcher (submit, job finished)
     imgq:v1:dispatch:count        INCR jobs dispatched so far (moves snapshot positions forward)
@@ -24,6 +26,8 @@ old keys; model names always end a key, so two models can never share one):
     imgq:v1:lease:owners          HASH job_id -> "token" once dispatched, "token|worker" once a
                                   worker holds it, "reclaimed" once the scheduler took it back
     imgq:v1:generation            STRING marker the dispatcher sets; gone = Redis lost its data
+    imgq:v1:reconcile:mark        STRING epoch seconds: reconcile's next pass reads the queued jobs
+                                  created after it (gone: it reads them all)
     imgq:v1:database:unreachable  STRING with a TTL, set by workers that cannot reach the database
     imgq:v1:job:tenants           HASH job_id -> tenant of each job the index holds (waiting,
                                   parked or in flight): the pop counts each tenant's in-flight jobs
@@ -54,6 +58,7 @@ PARKED = f"{PREFIX}:parked"
 RUNNING = f"{PREFIX}:running"
 SNAPSHOT = f"{PREFIX}:snapshot"
 SNAPSHOT_CHANNEL = f"{PREFIX}:snapshots"
+TENANTS_CHANNEL = f"{PREFIX}:tenants:changed"
 WALKS = f"{PREFIX}:walks"
 
 LANES = ("interactive", "bulk")
@@ -77,6 +82,7 @@ DISPATCH_LEASE = f"{PREFIX}:dispatch:lease"
 LEASES = f"{PREFIX}:leases"
 LEASE_OWNERS = f"{PREFIX}:lease:owners"
 GENERATION = f"{PREFIX}:generation"
+RECONCILE_MARK = f"{PREFIX}:reconcile:mark"
 DATABASE_UNREACHABLE = f"{PREFIX}:database:unreachable"
 JOB_TENANTS = f"{PREFIX}:job:tenants"
 TENANT_MAX_RUNNING = f"{PREFIX}:tenants:max_running"

@@ -51,6 +51,28 @@ class Settings(BaseSettings):
         default="sqlite:///var/imagequeue.db",
         description="SQLAlchemy URL; SQLite file by default, postgresql+psycopg://... to scale out.",
     )
+    database_pool_size: int = Field(
+        default=5, ge=1,
+        description="PostgreSQL connections each process keeps open. A worker thread holds one "
+                    "only while it writes (two short transactions per job), so 5 serve more "
+                    "threads than that. Every process (worker, scheduler, each API process) opens "
+                    "at most this plus IMGQ_DATABASE_MAX_OVERFLOW: 7 with the defaults, so 10 "
+                    "worker hosts, an API and two schedulers take at most 13 x 7 = 91 of "
+                    "PostgreSQL's default max_connections = 100 (3 of them reserved for "
+                    "superusers). For more processes, put PgBouncer (transaction pooling) in "
+                    "front of PostgreSQL, or raise max_connections.")
+    database_max_overflow: int = Field(
+        default=2, ge=0,
+        description="Connections a process may open beyond IMGQ_DATABASE_POOL_SIZE while all "
+                    "of those are busy; each is closed when it is given back.")
+    database_pool_recycle_s: float = Field(
+        default=300.0, gt=0,
+        description="A pooled connection older than this is replaced when next taken from the "
+                    "pool, before anything between (a NAT gateway, a load balancer) drops it for "
+                    "being idle. There is no ping before each use: a connection the server "
+                    "closed (a restart) is seen in the socket, without a round trip, and "
+                    "replaced; one that fails during use is discarded with the rest of the pool "
+                    "and the write retried.")
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
         description="The Redis of the waiting index, leases, breaker, limits, heartbeats and "
@@ -120,7 +142,20 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
         description="How often the dispatcher heals Redis from the database and recovers stale "
-                    "dispatches.")
+                    "dispatches (in a thread of its own: dispatch never waits for it). Each pass "
+                    "reads the queued jobs created since the last one, less "
+                    "`IMGQ_RECONCILE_LOOKBACK_S`.")
+    reconcile_lookback_s: float = Field(
+        default=120.0, ge=0,
+        description="How far before the last pass a reconcile pass reads again: longer than the "
+                    "longest submit (a big batch commits its jobs at once) plus the clock skew "
+                    "between API hosts. A job committed later than that is still indexed by the "
+                    "next full pass.")
+    reconcile_full_interval_s: float = Field(
+        default=600.0, gt=0,
+        description="How often a reconcile pass reads every queued job. It also does so at once "
+                    "when a dispatcher becomes active, when Redis lost its data and after an "
+                    "outage.")
     dispatch_stale_s: float = Field(
         default=600.0, gt=0,
         description="A dispatched job that no worker has received after this long is put back "
@@ -242,6 +277,14 @@ class Settings(BaseSettings):
         default=30.0, gt=0,
         description="A concurrency slot expires this long after the model's timeout, so a "
                     "crashed worker frees it.")
+    verify_images_fully: bool = Field(
+        default=False,
+        description="Decode every pixel of each image a vendor returns before accepting it. "
+                    "Off, an image is checked without decoding: its header (format, size, no "
+                    "decompression bomb) and, for a PNG, every chunk to the end with its "
+                    "checksum, which refuses garbage and truncated PNGs at a hundredth of the "
+                    "CPU; only a JPEG or WebP cut short after its header, or pixel data that "
+                    "does not decode, gets through.")
     park_backoff_s: float = Field(
         default=5.0, gt=0,
         description="How long a job waits before another walk when its models failed but none "
@@ -276,6 +319,18 @@ class Settings(BaseSettings):
         default=5000, ge=1,
         description="Waiting jobs one dispatch looks through to pass over those of tenants at "
                     "their max_running cap.")
+
+    api_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes `imgq api` runs on its port (`--workers` wins), each with its own "
+                    "pools; about one per core. With more than one and no "
+                    "`IMGQ_GATEWAY_URL_SECRET`, `imgq api` makes one secret for all of them.")
+    api_tenant_cache_s: float = Field(
+        default=5.0, ge=0,
+        description="How long an API process keeps a caller's tenant instead of reading it per "
+                    "request (0 = read it every time). `imgq tenant set` makes every process "
+                    "forget at once; this is the longest a change can lag if that message is "
+                    "lost.")
 
     # Prometheus metrics (docs/operations.md): the API on its own port, the others on theirs.
     api_metrics: bool = Field(

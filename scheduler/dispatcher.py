@@ -4,13 +4,14 @@ Only one dispatcher is active at a time (a Redis lease); others wait on standby.
 (a job arrived, a job finished) and on a short timer, never floods Celery: capacity is the
 concurrency live workers advertise, minus jobs in flight, plus a small buffer so no worker idles.
 
-Every tick it also sweeps the job leases (``scheduler.queue.leases``) and, every ``reconcile_every_s``,
-heals Redis from the database (the waiting index, leases, and the tenants' queued and budget
-counters). Every ``limits_refresh_s`` it reloads the tenants' running caps, which the pop applies
-(``scheduler.tenants.quotas``). It rides out outages: each step that fails because PostgreSQL or
-Redis is unreachable is logged once per outage and tried again on the next tick. When Redis comes
-back, or comes back empty (its generation marker is gone), it reconciles at once. While workers
-report that they cannot reach the database, it hands out nothing.
+Every tick it also sweeps the job leases (``scheduler.queue.leases``). Every ``limits_refresh_s`` it
+reloads the tenants' running caps, which the pop applies (``scheduler.tenants.quotas``). A thread
+of its own heals Redis from the database every ``reconcile_every_s`` (the waiting index, leases,
+and the tenants' queued and budget counters; ``scheduler.queue.reconcile``), so that dispatch
+never waits on a pass. It rides out outages: each step that fails because PostgreSQL or Redis is
+unreachable is logged once per outage and tried again on the next tick. When Redis comes back,
+or comes back empty (its generation marker is gone), it reconciles at once, reading every queued
+job. While workers report that they cannot reach the database, it hands out nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from imagequeue import keys
 from imagequeue.broker import broker_config
 from imagequeue.settings import Settings
-from scheduler.outages import OutageLog
+from scheduler.outages import OutageLog, RepeatedErrors
 from scheduler.queue import heartbeats
 from scheduler.queue.index import DEFAULT_LEASE_MS, WaitingIndex
-from scheduler.queue.jobs import reconcile
 from scheduler.queue.leases import Leases, adopt_running, sweep
+from scheduler.queue.reconcile import Reconciler
 from scheduler.tenants.quotas import (
     LimitDefaults,
     TenantCounters,
@@ -82,6 +83,8 @@ class Dispatcher:
         interval_s: float = 0.5,
         lease_s: float = 5.0,
         reconcile_every_s: float = 30.0,
+        reconcile_lookback_s: float = 120.0,
+        reconcile_full_every_s: float = 600.0,
         stale_s: float = 600.0,
         job_lease_ms: int = DEFAULT_LEASE_MS,
         limits: VendorLimits | None = None,
@@ -102,6 +105,11 @@ class Dispatcher:
         self.interval_s = interval_s
         self.lease_ms = int(lease_s * 1000)
         self.reconcile_every_s = reconcile_every_s
+        self.reconciler = Reconciler(sessions, self.index, lookback_s=reconcile_lookback_s,
+                                     full_every_s=reconcile_full_every_s)
+        self.heal_now = threading.Event()
+        self.heal_outages = OutageLog("reconcile", log)
+        self.heal_errors = RepeatedErrors("reconcile", log)
         self.stale_s = stale_s
         self.job_lease_ms = job_lease_ms
         self.leases = Leases(client, job_lease_ms)
@@ -157,7 +165,7 @@ class Dispatcher:
         """Index the queued jobs Redis lacks, lease the running ones that have no lease, and
         recount the tenants' queued and budget levels and reload their running caps."""
         self.refresh_caps()
-        healed = reconcile(self.sessions, self.index)
+        healed = self.reconciler.run_pass()
         adopted = adopt_running(self.sessions, self.leases)
         if healed or adopted:
             log.warning("reconciled %d queued jobs missing from the waiting index; leased %d "
@@ -181,10 +189,31 @@ class Dispatcher:
             log.warning("job leases: %d ran out and went back to the queue, %d cleared",
                         result.requeued, result.cleared)
 
+    def heal_full_now(self) -> None:
+        """Ask the healing thread for a pass over every queued job, at once."""
+        self.reconciler.request_full()
+        self.heal_now.set()
+
+    def heal_loop(self) -> None:
+        """The healing thread: a pass every ``reconcile_every_s`` and when asked, while active."""
+        while not self.stopping.is_set():
+            self.heal_now.wait(self.reconcile_every_s)
+            self.heal_now.clear()
+            if self.stopping.is_set() or not self.leader:
+                continue
+            try:
+                with self.heal_outages.guard(self.stopping):
+                    self.heal()
+            except Exception as exc:  # noqa: BLE001 - a bad row must not end the healing
+                self.heal_errors.error(exc)
+                self.stopping.wait(self.heal_outages.backoff_s)
+
     def run(self) -> None:
-        last_reconcile = last_refresh = 0.0
+        last_refresh = 0.0
         leader = False
         recoveries = 0
+        healing = threading.Thread(target=self.heal_loop, name="imgq-reconcile", daemon=True)
+        healing.start()
         while not self.stopping.is_set():
             self.leader = leader
             held = -1
@@ -193,7 +222,7 @@ class Dispatcher:
                 if held == 0:
                     if leader:
                         log.warning("dispatcher lease lost; standing by")
-                    leader = False
+                    leader = self.leader = False
                     self.stopping.wait(self.interval_s)
                     continue
                 if not leader or held == 2:
@@ -202,14 +231,10 @@ class Dispatcher:
                                     "reconciling from the database now")
                     else:
                         log.info("dispatcher %s is active", self.holder)
-                    leader = True
-                    last_reconcile = 0.0
+                    leader = self.leader = True
+                    self.heal_full_now()
             if held < 0:
                 continue  # Redis is unreachable
-            if time.monotonic() - last_reconcile > self.reconcile_every_s:
-                with self.outages.guard(self.stopping):
-                    self.heal()
-                    last_reconcile = time.monotonic()
             if time.monotonic() - last_refresh > self.limits_refresh_s:
                 with self.outages.guard(self.stopping):
                     self.refresh_caps()
@@ -222,7 +247,8 @@ class Dispatcher:
                 self.index.wait_for_wake(self._wait_s())
             if self.outages.recoveries != recoveries:
                 recoveries = self.outages.recoveries
-                last_reconcile = 0.0  # an outage just ended: heal what it may have missed
+                self.heal_full_now()  # an outage just ended: heal what it may have missed
+        healing.join(timeout=5.0)  # a pass under way ends first (it is in a daemon thread)
         if leader:
             try:
                 self._release(keys=[keys.DISPATCH_LEASE], args=[self.holder])
@@ -232,3 +258,4 @@ class Dispatcher:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.heal_now.set()

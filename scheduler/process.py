@@ -46,12 +46,15 @@ class SchedulerProcess:
 
     @classmethod
     def build(cls, settings: Settings, catalogue: Catalogue) -> SchedulerProcess:
-        sessions = make_sessionmaker(make_engine(settings.database_url))
+        sessions = make_sessionmaker(make_engine(settings.database_url, settings))
         breakers = make_breaker_store(settings, catalogue.models)
         dispatcher = Dispatcher(
             redis.Redis.from_url(settings.redis_url), sessions, make_sender(settings),
             buffer=settings.dispatch_buffer, interval_s=settings.dispatch_interval_s,
-            reconcile_every_s=settings.reconcile_interval_s, stale_s=settings.dispatch_stale_s,
+            reconcile_every_s=settings.reconcile_interval_s,
+            reconcile_lookback_s=settings.reconcile_lookback_s,
+            reconcile_full_every_s=settings.reconcile_full_interval_s,
+            stale_s=settings.dispatch_stale_s,
             job_lease_ms=int(settings.lease_s * 1000),
             limits=VendorLimits(fail_open_redis(settings.redis_url)), models=tuple(catalogue.models),
             tenant_defaults=LimitDefaults.from_settings(settings),

@@ -128,6 +128,9 @@ class Batch(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default=BatchStatus.IN_PROGRESS.value)
     total: Mapped[int] = mapped_column(Integer, default=0)
+    # Its jobs that have ended, added to in the transaction that ends each (a worker's last
+    # write, a cancel): the one that brings it to ``total`` completes the batch then and there.
+    ended_jobs: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     route: Mapped[str | None] = mapped_column(String(64))
     webhook_url: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
@@ -164,7 +167,7 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
 
-    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED.value, index=True)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED.value)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
@@ -229,6 +232,8 @@ class Attempt(Base):
 Index("ix_jobs_batch_status", Job.batch_id, Job.status)
 # A tenant's spend in a period is recounted from its jobs created since the period began.
 Index("ix_jobs_tenant_created", Job.tenant_id, Job.created_at)
+# Any status lookup, and reconcile's read of the queued jobs in arrival order, chunk by chunk.
+Index("ix_jobs_status_created", Job.status, Job.created_at, Job.id)
 
 
 class WebhookDelivery(Base):

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -90,13 +91,15 @@ class Admission(AttemptHooks):
 
     After a walk, ``retry_at_ms`` is the earliest moment a denied model may be allowed again
     (None if no denial had a known end) and ``limited`` tells whether a model was skipped only
-    because its cap or rate budget was full (worth another try soon).
+    because its cap or rate budget was full (worth another try soon). ``on_wait`` runs before
+    each wait for a slot or a rate token (the run's claim commits then, see ``OpenClaim``).
     """
 
     breaker: BreakerStore
     limits: VendorLimits
     job_id: str
     config: LimitsConfig = field(default_factory=LimitsConfig)
+    on_wait: Callable[[], None] = lambda: None
     retry_at_ms: int | None = None
     limited: bool = False
     _probes: dict[str, bool] = field(default_factory=dict)
@@ -138,6 +141,7 @@ class Admission(AttemptHooks):
         while not self.limits.acquire(model.id, model.max_concurrency, holder, ttl_s):
             if time.monotonic() + POLL_INTERVAL_S > give_up_at:
                 return f"concurrency cap reached ({model.max_concurrency} calls in flight)"
+            self.on_wait()
             time.sleep(POLL_INTERVAL_S)
         self._holders[model.id] = holder
         while (wait_s := self.limits.try_acquire_rate(
@@ -145,6 +149,7 @@ class Admission(AttemptHooks):
             if time.monotonic() + wait_s > give_up_at:
                 self.released(model)
                 return f"rate limit reached ({model.requests_per_minute} requests per minute)"
+            self.on_wait()
             time.sleep(wait_s)
         return None
 

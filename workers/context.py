@@ -49,7 +49,7 @@ class WorkerContext:
         catalogue = load_catalogue(settings.catalogue_path)
         return cls(
             settings=settings,
-            sessions=make_sessionmaker(make_engine(settings.database_url)),
+            sessions=make_sessionmaker(make_engine(settings.database_url, settings)),
             redis=client,
             index=WaitingIndex(client),
             http=httpx.Client(

@@ -5,14 +5,20 @@ it is sent) and is completed in the job's final write. An asynchronous vendor's 
 moment the vendor returns it, so a reclaimed job resumes polling it instead of submitting again.
 A run that starts finds the rows an earlier, dead run left ``in_progress``: a synchronous call
 becomes ``lost`` (possibly billed, its price kept in the job's cost); a task is resumed.
+
+The transaction that starts a run (``OpenClaim``) stays open until the first call's row joins it:
+marking the job running and putting its first call on record cost one commit, not two, and the
+row is still written after the breaker and the vendor limits said yes, right before the call.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -42,16 +48,82 @@ class PendingTask:
     task: VendorTask
 
 
+class OpenClaim:
+    """The run's first transaction (the job marked running), left open for the first call's row.
+
+    It commits with that row (``commit_with``), or alone (``commit``) when the run calls no one,
+    and early (``commit_early``) before anything that may wait (a vendor slot), so that no row or
+    database lock is held across a wait. Once a commit failed, nothing of it was written: every
+    later ``commit`` raises ``DatabaseUnreachable`` and the job goes back untouched.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._session: Session | None = session
+        self._failure: str | None = None
+
+    def commit_with(self, row: Attempt) -> int | None:
+        """Commit with ``row`` added; its id, or None if the claim was committed already (the
+        row needs a transaction of its own)."""
+        if self._failure is None and self._session is None:
+            return None
+        self._raise_if_failed()
+        session = self._session
+        assert session is not None
+        try:
+            session.add(row)
+            session.flush()
+            row_id = row.id
+        except DATABASE_ERRORS as exc:
+            self._fail(exc)
+        self.commit()
+        return row_id
+
+    def commit(self) -> None:
+        """Commit what is open (once); DatabaseUnreachable if this or an earlier commit failed."""
+        self._raise_if_failed()
+        session, self._session = self._session, None
+        if session is None:
+            return
+        try:
+            session.commit()
+        except DATABASE_ERRORS as exc:
+            self._fail(exc)
+        finally:
+            session.close()
+
+    def commit_early(self) -> None:
+        """Before a wait: commit now; a failure is raised by the next ``commit``."""
+        with suppress(DatabaseUnreachable):
+            self.commit()
+
+    def close(self) -> None:
+        """Roll back whatever was not committed (the run stopped early): the job stays as it was."""
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def _fail(self, exc: BaseException) -> NoReturn:
+        self._failure = str(exc)
+        self.close()
+        raise DatabaseUnreachable(self._failure) from exc
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise DatabaseUnreachable(self._failure)
+
+
 class AttemptJournal(AttemptHooks):
     """Writes the ``in_progress`` row of each call right before it is made (the last hook, after
-    the breaker and the vendor limits have said yes)."""
+    the breaker and the vendor limits have said yes): in the run's claim while it is open, else in
+    a transaction of its own."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: str, images: int,
-                 worker: str | None = None) -> None:
+                 worker: str | None = None, claim: OpenClaim | None = None) -> None:
         self.sessions = sessions
         self.job_id = job_id
         self.images = images
         self.worker = worker  # host:pid, on each row: which process made the call
+        self.claim = claim
         self.row_ids: list[int] = []  # in call order, as the walk's non-skipped attempts
         self._current: dict[str, int] = {}
 
@@ -59,13 +131,15 @@ class AttemptJournal(AttemptHooks):
         row = Attempt(job_id=self.job_id, model=model.id, started_at=datetime.now(UTC),
                       outcome=AttemptOutcome.IN_PROGRESS.value,
                       cost_usd=model.price_per_image_usd * self.images, worker=self.worker)
-        try:
-            with self.sessions.begin() as session:
-                session.add(row)
-                session.flush()
-                row_id = row.id
-        except DATABASE_ERRORS as exc:
-            raise DatabaseUnreachable(str(exc)) from exc
+        row_id = self.claim.commit_with(row) if self.claim is not None else None
+        if row_id is None:
+            try:
+                with self.sessions.begin() as session:
+                    session.add(row)
+                    session.flush()
+                    row_id = row.id
+            except DATABASE_ERRORS as exc:
+                raise DatabaseUnreachable(str(exc)) from exc
         self.row_ids.append(row_id)
         self._current[model.id] = row_id
         return None

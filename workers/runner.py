@@ -9,6 +9,10 @@ Crash safety (``workers.journal``, ``workers.results``, ``scheduler.queue.leases
 record before it is made, a paid image is kept before it is recorded, a write that fails because
 the database is unreachable is retried while the job keeps its lease, and a job that cannot be
 loaded goes back to its place in the queue.
+
+A job that runs once costs two transactions: the claim (marked running, with its first call's
+attempt row: ``OpenClaim``) and the end (attempts completed, status, images, webhook, the
+batch's count: ``_record``). Failover, resuming a task and parking cost more.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -30,16 +34,24 @@ from providers import call as call_provider
 from providers.catalogue import ModelSpec
 from providers.errors import ProviderError
 from providers.types import GenerationRequest, GenerationResult, TaskHooks
-from scheduler.batches.rollup import job_finished
+from scheduler.batches.rollup import job_ended
 from scheduler.eta import telemetry
 from scheduler.outages import DATABASE_ERRORS
-from storage.models import TERMINAL_STATUSES, UNFINISHED_STATUSES, Job, JobStatus, utcnow
+from storage.models import (
+    TERMINAL_STATUSES,
+    UNFINISHED_STATUSES,
+    Attempt,
+    Job,
+    JobStatus,
+    utcnow,
+)
 from workers import parking, results
 from workers.admission import Admission, LimitsConfig
 from workers.context import WorkerContext
 from workers.journal import (
     AttemptJournal,
     DatabaseUnreachable,
+    OpenClaim,
     PendingTask,
     start_run,
     totals,
@@ -51,6 +63,7 @@ log = logging.getLogger(__name__)
 
 PARKED = "parked"
 HANDED_BACK = "handed back"
+START_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, DatabaseUnreachable)
 T = TypeVar("T")
 
 
@@ -71,23 +84,23 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
                      job_id)
             return "duplicate"
     clear = False  # True once the job's Redis state may be cleared (it ended or is elsewhere)
+    claim: OpenClaim | None = None
     try:
         try:
             started = _start(ctx, job_id)
-        except DATABASE_ERRORS as exc:
+        except START_ERRORS as exc:
             return _give_back(ctx, job_id, exc)
         if isinstance(started, str):
             clear = started != PARKED
             return started
-        job, pending, stored = started
+        job, claim, pending, stored = started
         if stored is not None:  # an earlier run was paid and stored the image: record it
             status = _record_success(ctx, job, stored)
             clear = True
-            job_finished(ctx.sessions, job_id, ctx.settings.public_base_url,
-                         name=ctx.catalogue.shown_name)
             return status
         try:
-            outcome, admission, row_ids = _route(ctx, job, pending)
+            outcome, admission, row_ids = _route(ctx, job, pending, claim)
+            claim.commit()  # (done already if a call was made)
         except DatabaseUnreachable as exc:
             return _give_back(ctx, job_id, exc)
         _count_attempts(outcome.attempts)
@@ -105,10 +118,10 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
                 return PARKED
         status = _finish(ctx, job, outcome, row_ids)
         clear = True
-        job_finished(ctx.sessions, job_id, ctx.settings.public_base_url,  # webhooks, batch done
-                     name=ctx.catalogue.shown_name)
         return status
     finally:
+        if claim is not None:
+            claim.close()  # rolled back if the run stopped before it committed: job untouched
         ctx.leases.drop(job_id)  # first, so that no renewal re-creates what is cleared next
         if clear:
             _clear(ctx, job_id)
@@ -143,23 +156,25 @@ def _is_current(ctx: WorkerContext, job_id: str, token: int) -> bool:
         return True
 
 
-def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None
+def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None, claim: OpenClaim
            ) -> tuple[RouteOutcome, Admission, list[int]]:
     """Resume the vendor task an earlier run left open, else (or if it fails) walk the route.
-    Returns the outcome and the attempt rows of the calls made, in order."""
+    Returns the outcome and the attempt rows of the calls made, in order. The first call's row
+    commits with ``claim``, which commits early if a vendor slot must be waited for."""
     request = GenerationRequest(prompt=job.prompt, width=job.width, height=job.height,
                                 n=job.n, quality=job.quality)
     models = candidates(ctx.catalogue, job.route, job.requested_model)
     admission = Admission(ctx.breaker, ctx.limits, job.id, LimitsConfig(
         ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
-        ctx.settings.vendor_rate_window_s))
+        ctx.settings.vendor_rate_window_s), on_wait=claim.commit_early)
     resumed = _resume(ctx, pending, request, admission) if pending is not None else None
     if resumed is not None and (resumed.result is not None or resumed.job_failed):
         return resumed, admission, [pending.row_id] if pending else []
-    journal = AttemptJournal(ctx.sessions, job.id, job.n, ctx.leases.worker_id)
+    journal = AttemptJournal(ctx.sessions, job.id, job.n, ctx.leases.worker_id, claim)
 
     def call(model: ModelSpec, req: GenerationRequest) -> GenerationResult:
-        return call_provider(ctx.http, model, req, journal.task_hooks(model))
+        return call_provider(ctx.http, model, req, journal.task_hooks(model),
+                             decode_fully=ctx.settings.verify_images_fully)
 
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
     outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks, journal]))
@@ -178,7 +193,8 @@ def _resume(ctx: WorkerContext, pending: PendingTask, request: GenerationRequest
         return None
     log.info("job resumes %s task %s instead of submitting again", model.id, pending.task.task_id)
     walked = walk([model], request,
-                  lambda m, req: call_provider(ctx.http, m, req, TaskHooks(resume=pending.task)),
+                  lambda m, req: call_provider(ctx.http, m, req, TaskHooks(resume=pending.task),
+                                               decode_fully=ctx.settings.verify_images_fully),
                   _Recorder(admission))
     return walked
 
@@ -231,29 +247,52 @@ class TelemetryHooks(AttemptHooks):
 
 
 def _start(ctx: WorkerContext, job_id: str
-           ) -> str | tuple[Job, PendingTask | None, results.StoredResult | None]:
-    """Load the job and mark it running; a status instead when there is nothing to run. Also
-    what an earlier, dead run left: a vendor task to resume, or a stored result to record."""
-    with ctx.sessions.begin() as session:
-        job = session.scalar(select(Job).where(Job.id == job_id))
-        if job is None:
-            log.warning("job %s does not exist; dropping its task", job_id)
-            return "skipped"
-        if JobStatus(job.status).is_terminal:
-            log.info("job %s is already %s; skipping", job_id, job.status)
-            return "skipped"
-        waiting_ms = _still_parked_ms(job)
-        if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
-            ctx.index.park(job_id, waiting_ms)  # (nothing written: the commit is empty)
-            return PARKED
-        started = session.execute(  # type: ignore[attr-defined]
-            update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES))
-            .values(status=JobStatus.RUNNING.value, started_at=utcnow())).rowcount
-        if not started:  # canceled in the instant since it was read
-            log.info("job %s ended before it could start; skipping", job_id)
-            return "skipped"
+           ) -> str | tuple[Job, OpenClaim, PendingTask | None, results.StoredResult | None]:
+    """Mark the job running in a transaction left open (``OpenClaim``); a status instead when
+    there is nothing to run. A job that ran before may have left a vendor task to resume or a
+    stored result to record: its claim is committed at once, before either is looked for."""
+    session = ctx.sessions()
+    claim = OpenClaim(session)
+    try:
+        now = utcnow()
+        parked_until_later = ((Job.status == JobStatus.QUEUED.value) & Job.not_before.is_not(None)
+                              & (Job.not_before > now))
+        started = session.execute(
+            update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES),
+                              ~parked_until_later)
+            .values(status=JobStatus.RUNNING.value, started_at=now)
+            .returning(Job, exists().where(Attempt.job_id == Job.id))
+            .execution_options(synchronize_session=False)).one_or_none()
+        if started is None:
+            status = _not_started(ctx, session, job_id)
+            claim.close()  # nothing was written
+            return status
+        job, ran_before = started
+        if not ran_before:
+            return job, claim, None, None
         pending = start_run(session, job_id)
-    return job, pending, results.load(ctx.blobs, job_id)
+        claim.commit()
+    except BaseException:
+        claim.close()
+        raise
+    return job, claim, pending, results.load(ctx.blobs, job_id)
+
+
+def _not_started(ctx: WorkerContext, session: Session, job_id: str) -> str:
+    """Why the job could not be marked running: gone, ended, or parked until later."""
+    job = session.scalar(select(Job).where(Job.id == job_id))
+    if job is None:
+        log.warning("job %s does not exist; dropping its task", job_id)
+        return "skipped"
+    if JobStatus(job.status).is_terminal:
+        log.info("job %s is already %s; skipping", job_id, job.status)
+        return "skipped"
+    waiting_ms = _still_parked_ms(job)
+    if waiting_ms is not None:  # dispatched early, e.g. re-indexed after a Redis flush
+        ctx.index.park(job_id, waiting_ms)
+        return PARKED
+    log.info("job %s ended before it could start; skipping", job_id)
+    return "skipped"
 
 
 def _still_parked_ms(job: Job) -> int | None:
@@ -345,19 +384,18 @@ def _record_success(ctx: WorkerContext, job: Job, stored: results.StoredResult) 
 def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_ids: list[int],
             values: dict[str, object]) -> None:
     """The job's terminal write: its attempts completed, its status, and its count and cost
-    summed from its attempt rows (so a call lost by a dead run is counted too). The run that
-    ended the job (one, however often it was delivered) settles it with its tenant's limits."""
-    def change(session: Session) -> Any:
+    summed from its attempt rows (so a call lost by a dead run is counted too); in the same
+    transaction its webhook and its batch's count. The run that ended the job (one, however
+    often it was delivered) settles it with its tenant's limits."""
+    def change(session: Session) -> Job | None:
         write_attempts(session, job_id, attempts, row_ids)
-        ended = session.execute(  # type: ignore[attr-defined]
+        ended = session.scalars(
             update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES))
-            .values(**values, **totals())).rowcount
-        if not ended:
-            return None
-        return session.execute(select(Job.tenant_id, Job.created_at, Job.estimated_cost_usd,
-                                      Job.cost_usd, Job.status, Job.lane, Job.started_at,
-                                      Job.finished_at, Job.served_by, Job.degraded)
-                               .where(Job.id == job_id)).one()
+            .values(**values, **totals()).returning(Job)
+            .execution_options(synchronize_session=False)).one_or_none()
+        if ended is not None:  # its webhook, and its batch's count (last: the batch row locks)
+            job_ended(session, ended, ctx.settings.public_base_url, name=ctx.catalogue.shown_name)
+        return ended
 
     ended = _write(ctx, job_id, "result", change)
     if ended is not None:

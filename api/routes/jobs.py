@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from starlette.concurrency import run_in_threadpool
 
+from api import deps
 from api.bodies import JOB_BODY_OPENAPI, JobBody
 from api.deps import ServicesDep, TenantDep
 from api.images import REDIRECT_DOC, image_response
@@ -80,9 +83,18 @@ def create_job(body: JobBody, tenant: TenantDep, svc: ServicesDep,
 
 
 @router.get("/{job_id}", response_model=JobOut, responses=ERRORS)
-def get_job(job_id: str, tenant: TenantDep, svc: ServicesDep) -> JobOut:
+async def get_job(job_id: str, request: Request, svc: ServicesDep,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                         Depends(deps.bearer)]) -> JobOut:
     """A job's status, queue position, the model that served it and every attempt."""
-    return job_out(svc.queue.get(tenant.id, job_id), svc.settings.public_base_url)
+
+    def read() -> JobOut:
+        tenant = deps.tenant(request, credentials)
+        return job_out(svc.queue.get(tenant.id, job_id), svc.settings.public_base_url)
+
+    # The poll's blocking reads in one worker thread: a sync dependency and a sync endpoint
+    # would take a thread each, and the response's validation a third.
+    return await run_in_threadpool(read)
 
 
 @router.delete("/{job_id}", response_model=JobOut,

@@ -1,7 +1,10 @@
-"""Every image is verified before it leaves ``providers/``: decoded (Pillow) or parsed (SVG).
+"""Every image is verified before it leaves ``providers/``: checked (Pillow) or parsed (SVG).
 
 A vendor answer that is not a real image (bad base64, an HTML page behind a URL, a truncated
-PNG) is a SERVER_ERROR, never a result.
+PNG) is a SERVER_ERROR, never a result. The check reads the header and the file's structure, not
+its pixels: decoding a 1024x1024 PNG costs several milliseconds of CPU, more than the rest of a
+job's path. ``decode_fully`` (IMGQ_VERIFY_IMAGES_FULLY) decodes them too, for the little the
+check lets through: a JPEG or WebP cut short after its header, pixel data that does not decode.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import io
 import re
 import warnings
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 from PIL import Image
@@ -28,19 +33,43 @@ def not_an_image(model_id: str, why: str) -> ProviderError:
 
 
 def verify_image(model_id: str, data: bytes, declared_type: str | None = None) -> GeneratedImage:
-    """Decode ``data``; return it with its real content type and dimensions."""
+    """Check ``data`` is an image; return it with its real content type and dimensions.
+
+    Pillow reads the header (format and declared size; a decompression bomb is refused there),
+    and ``Image.verify`` walks a PNG's chunks to its end with their checksums, which finds a
+    truncated or corrupted PNG without decoding it."""
     head = data.lstrip()[:256].lower()
     if (declared_type or "").startswith(SVG_TYPE) or head.startswith((b"<?xml", b"<svg")):
         return _verify_svg(model_id, data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                image.load()
-                content_type = Image.MIME.get(image.format or "", "application/octet-stream")
-                return GeneratedImage(data, content_type, image.width, image.height)
+        with _bombs_refused(), Image.open(io.BytesIO(data)) as image:
+            image_format, width, height = image.format, image.width, image.height
+            image.verify()
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for undecodable data
         raise not_an_image(model_id, f"{type(exc).__name__}: {exc}") from None
+    if not image_format or width <= 0 or height <= 0:
+        raise not_an_image(model_id, f"no format or size in its header ({width}x{height})")
+    content_type = Image.MIME.get(image_format, "application/octet-stream")
+    return GeneratedImage(data, content_type, width, height)
+
+
+def decode_fully(model_id: str, image: GeneratedImage) -> None:
+    """Decode every pixel of a checked raster image; SERVER_ERROR if that fails."""
+    if image.content_type == SVG_TYPE:
+        return
+    try:
+        with _bombs_refused(), Image.open(io.BytesIO(image.data)) as opened:
+            opened.load()
+    except Exception as exc:  # noqa: BLE001 - as in verify_image
+        raise not_an_image(model_id, f"{type(exc).__name__}: {exc}") from None
+
+
+@contextmanager
+def _bombs_refused() -> Iterator[None]:
+    """Pillow's decompression-bomb warning (an image too large to decode) raised as an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
 
 
 def decode_base64_image(model_id: str, encoded: str) -> GeneratedImage:

@@ -1,9 +1,13 @@
 """A batch's progress in one GROUP BY, and its completion: the moment its last job ends.
 
-Completion is detected by whoever ends a job (the worker, via ``job_finished``; the API when a
-cancel empties the queue; a sweep in the scheduler as a safety net) with one index seek on
-(batch_id, status). Exactly one caller wins the conditional update that marks the batch done, and
-that caller queues the ``batch.completed`` webhook in the same transaction.
+Completion is detected in the transaction that ends a job (the worker's last write, via
+``job_ended``; a batch cancel): it adds the job to the batch's ``ended_jobs``, and the one that
+brings that count to the total completes the batch then and there. The batch row's lock orders
+those transactions, so exactly one sees the count reach the total. A sweep in the scheduler and
+each read of an open batch check with one index seek on (batch_id, status) as a safety net (a
+job canceled on its own is counted after its cancel). Exactly one caller wins the conditional
+update that marks the batch done, and that caller queues the ``batch.completed`` webhook in the
+same transaction.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import case, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler.notices import ALL_MODELS_UNAVAILABLE, batch_notice, notice_of
@@ -28,7 +33,6 @@ from storage.models import (
     BatchStatus,
     Job,
     JobStatus,
-    WebhookDelivery,
     utcnow,
 )
 
@@ -104,22 +108,39 @@ def final_status(stored: str, counts: RequestCounts) -> BatchStatus:
 def finalize_if_done(sessions: sessionmaker[Session], batch_id: str, public_base_url: str) -> bool:
     """Mark the batch finished if no job is queued or running; True if this call did it."""
     with sessions.begin() as session:
-        batch = session.get(Batch, batch_id)
-        if batch is None or batch.status not in OPEN_BATCH_STATUSES:
-            return False
-        if has_unfinished_jobs(session, batch_id):
-            return False
-        state = progress(session, batch_id)
-        status = final_status(batch.status, state.counts)
-        won = session.execute(
-            update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
-            .values(status=status.value, completed_at=utcnow())
-        ).rowcount  # type: ignore[attr-defined]
-        if won and batch.webhook_url:
-            outbox.enqueue(session, tenant_id=batch.tenant_id, event_type=f"batch.{status}",
-                             subject_id=batch_id, url=batch.webhook_url,
-                             data=batch_event_data(batch, status, state, public_base_url))
-        return bool(won)
+        return _finalize(session, batch_id, public_base_url)
+
+
+def _finalize(session: Session, batch_id: str, public_base_url: str) -> bool:
+    """``finalize_if_done`` in the caller's transaction."""
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.status not in OPEN_BATCH_STATUSES:
+        return False
+    if has_unfinished_jobs(session, batch_id):
+        return False
+    state = progress(session, batch_id)
+    status = final_status(batch.status, state.counts)
+    won = session.execute(
+        update(Batch).where(Batch.id == batch_id, Batch.status == batch.status)
+        .values(status=status.value, completed_at=utcnow())
+    ).rowcount  # type: ignore[attr-defined]
+    if won and batch.webhook_url:
+        outbox.enqueue(session, tenant_id=batch.tenant_id, event_type=f"batch.{status}",
+                       subject_id=batch_id, url=batch.webhook_url,
+                       data=batch_event_data(batch, status, state, public_base_url))
+    return bool(won)
+
+
+def count_ended(session: Session, batch_id: str, jobs: int, public_base_url: str) -> bool:
+    """In the transaction that ended ``jobs`` of the batch: add them to its ``ended_jobs`` and,
+    if that was the last of them, complete it; True if this call did. Put it last in the
+    transaction: the batch row stays locked until the commit."""
+    row = session.execute(update(Batch).where(Batch.id == batch_id)
+                          .values(ended_jobs=Batch.ended_jobs + jobs)
+                          .returning(Batch.ended_jobs, Batch.total, Batch.status)).one_or_none()
+    if row is None or row.ended_jobs < row.total or row.status not in OPEN_BATCH_STATUSES:
+        return False
+    return _finalize(session, batch_id, public_base_url)
 
 
 def batch_event_data(batch: Batch, status: str, state: BatchProgress,
@@ -135,35 +156,25 @@ def batch_event_data(batch: Batch, status: str, state: BatchProgress,
             "metadata": batch.metadata_ or {}}
 
 
-def job_finished(sessions: sessionmaker[Session], job_id: str, public_base_url: str, *,
-                 name: Callable[[str], str] = str) -> None:
-    """After a job ends: queue its own webhook, and complete its batch if it was the last job.
-    ``name`` gives a model's name for end users in the webhook's notice
-    (``Catalogue.shown_name``).
-
-    Called by the worker after the job's terminal write; it never raises (a failure here must not
-    fail the job), and the scheduler's sweep completes any batch it missed.
-    """
-    try:
-        with sessions.begin() as session:
-            job = session.get(Job, job_id)
-            if job is None or not JobStatus(job.status).is_terminal:
-                return
-            batch_id = job.batch_id
-            if job.webhook_url and not _already_queued(session, job.id):
-                outbox.enqueue(session, tenant_id=job.tenant_id,
-                                 event_type=f"job.{job.status}", subject_id=job.id,
-                                 url=job.webhook_url,
-                                 data=job_event_data(job, public_base_url, name))
-        if batch_id is not None:
-            finalize_if_done(sessions, batch_id, public_base_url)
-    except Exception:  # noqa: BLE001 - see the docstring
-        log.exception("completion hook failed for job %s", job_id)
-
-
-def _already_queued(session: Session, subject_id: str) -> bool:
-    return session.scalar(select(WebhookDelivery.id)
-                          .where(WebhookDelivery.subject_id == subject_id).limit(1)) is not None
+def job_ended(session: Session, job: Job, public_base_url: str, *,
+              name: Callable[[str], str] = str) -> None:
+    """In the transaction whose conditional update ended ``job`` (there is one per job, however
+    often it was delivered): queue its own webhook, and count it on its batch (which that may
+    complete). ``name`` gives a model's name for end users in the webhook's notice
+    (``Catalogue.shown_name``); the notice reads the job's attempts in this transaction. A
+    webhook that cannot be built is logged, and the job ends all the same."""
+    if job.webhook_url:
+        try:
+            data = job_event_data(job, public_base_url, name)
+        except SQLAlchemyError:
+            raise  # the transaction is lost: the caller's retry runs it again
+        except Exception:  # noqa: BLE001 - a webhook never stops the job's end
+            log.exception("job %s ended; its webhook could not be built", job.id)
+        else:
+            outbox.enqueue(session, tenant_id=job.tenant_id, event_type=f"job.{job.status}",
+                           subject_id=job.id, url=job.webhook_url, data=data)
+    if job.batch_id is not None:
+        count_ended(session, job.batch_id, 1, public_base_url)
 
 
 def job_event_data(job: Job, public_base_url: str,

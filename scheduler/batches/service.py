@@ -363,6 +363,8 @@ class Batches:
                                       Job.status == JobStatus.QUEUED.value)
                     .values(status=JobStatus.CANCELED.value, finished_at=utcnow())
                     .returning(Job.estimated_cost_usd, Job.cost_usd)).all()
+                if canceled:
+                    rollup.count_ended(session, batch_id, len(canceled), self.public_base_url)
             self.queue.settle(tenant_id, batch.created_at, len(canceled),
                               sum(r.estimated_cost_usd for r in canceled),
                               sum(r.cost_usd for r in canceled))

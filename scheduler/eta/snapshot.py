@@ -78,3 +78,30 @@ def read_snapshot(client: redis.Redis) -> Snapshot | None:
         return None
     data = json.loads(raw)
     return Snapshot(data["as_of_s"], EtaCurve.from_dict(data["curve"]), data["depth"], data)
+
+
+class SnapshotCache:
+    """The published snapshot, read from Redis and parsed once per publication rather than once
+    per request: ``announce`` (the process's one subscription to ``keys.SNAPSHOT_CHANNEL``) marks
+    the held copy old. While nobody listens, or no publication came for ``max_age_s``, ``read``
+    reads Redis again as ``read_snapshot`` does."""
+
+    def __init__(self, client: redis.Redis, max_age_s: float = 2.0) -> None:
+        self.client = client
+        self.max_age_s = max_age_s
+        self.listening = False  # set by the subscription while it holds
+        self.heard = 0  # publications announced
+        self._held: tuple[int, float, Snapshot | None] | None = None  # (heard, read at, copy)
+
+    def announce(self) -> None:
+        self.heard += 1
+
+    def read(self) -> Snapshot | None:
+        heard, now = self.heard, time.monotonic()
+        held = self._held
+        if (self.listening and held is not None and held[0] == heard
+                and now - held[1] < self.max_age_s):
+            return held[2]
+        snap = read_snapshot(self.client)  # read after ``heard`` was taken: never older than it
+        self._held = (heard, now, snap)
+        return snap

@@ -19,6 +19,8 @@ from imagequeue import keys
 from imagequeue.lua import lua_source
 
 _CLASS_COUNT = len(keys.CLASS_KEYS)
+_CLASS_INDEX = {(lane, p): keys.CLASS_KEYS.index(keys.waiting(lane, p)) + 1
+                for lane in keys.LANES for p in keys.PRIORITIES}
 DEFAULT_LEASE_MS = 10_000
 DEFAULT_SCAN_LIMIT = 5000
 
@@ -36,10 +38,16 @@ class IndexEntry:
     @property
     def class_index(self) -> int:
         """1-based position of this job's class in ``keys.CLASS_KEYS``."""
-        if self.lane not in keys.LANES:
-            raise ValueError(f"unknown lane {self.lane!r}")
-        priority = max(min(self.priority, keys.PRIORITIES[0]), keys.PRIORITIES[-1])
-        return keys.CLASS_KEYS.index(keys.waiting(self.lane, priority)) + 1
+        return class_index(self.lane, self.priority)
+
+
+def class_index(lane: str, priority: int) -> int:
+    """1-based position in ``keys.CLASS_KEYS`` of the class of a job of this lane and priority
+    (clamped to ``keys.PRIORITIES``)."""
+    found = _CLASS_INDEX.get((lane, max(min(priority, keys.PRIORITIES[0]), keys.PRIORITIES[-1])))
+    if found is None:
+        raise ValueError(f"unknown lane {lane!r}")
+    return found
 
 
 def now_ms() -> int:
@@ -57,6 +65,7 @@ class WaitingIndex:
         self._push = client.register_script(lua_source("scheduler.queue", "push.lua"))
         self._pop = client.register_script(lua_source("scheduler.queue", "pop.lua"))
         self._position = client.register_script(lua_source("scheduler.queue", "position.lua"))
+        self._standing = client.register_script(lua_source("scheduler.queue", "standing.lua"))
         self._promote = client.register_script(lua_source("scheduler.queue", "promote.lua"))
         self._requeue = client.register_script(lua_source("scheduler.queue", "requeue.lua"))
 
@@ -111,6 +120,12 @@ class WaitingIndex:
         """0 = next to be dispatched; None when the job is not waiting."""
         rank = int(self._position(keys=list(keys.CLASS_KEYS), args=[job_id]))
         return None if rank < 0 else rank
+
+    def standing(self, job_id: str) -> tuple[int | None, bool, int]:
+        """``position``, ``is_dispatched`` and ``dispatch_count`` in one round trip (a poll)."""
+        rank, inflight, count = self._standing(
+            keys=[*keys.CLASS_KEYS, keys.INFLIGHT, keys.DISPATCH_COUNT], args=[job_id])
+        return (None if int(rank) < 0 else int(rank)), bool(int(inflight)), int(count)
 
     def depth(self, lane: str | None = None) -> int:
         class_keys = [k for k in keys.CLASS_KEYS if lane is None or f":{lane}:" in k]
@@ -228,3 +243,24 @@ class WaitingIndex:
         for scores in pipe.execute():
             found.update(i for i, s in zip(ids, scores, strict=True) if s is not None)
         return found
+
+    def missing(self, jobs: Sequence[tuple[str, str, int]]) -> set[str]:
+        """Which of these (job id, lane, priority) are in no index. A waiting job can only be
+        in its own class, so each id is looked up in three sets (its class, in flight, parked),
+        not in every class."""
+        if not jobs:
+            return set()
+        by_class: dict[int, list[str]] = {}
+        for job_id, lane, priority in jobs:
+            by_class.setdefault(class_index(lane, priority), []).append(job_id)
+        ids = [job[0] for job in jobs]
+        pipe = self.redis.pipeline()  # one transaction: a job moving between sets is seen once
+        for class_at, members in by_class.items():
+            pipe.zmscore(keys.CLASS_KEYS[class_at - 1], members)
+        pipe.zmscore(keys.INFLIGHT, ids)
+        pipe.zmscore(keys.PARKED, ids)
+        absent = set(ids)
+        for members, scores in zip([*by_class.values(), ids, ids], pipe.execute(), strict=True):
+            absent.difference_update(m for m, s in zip(members, scores, strict=True)
+                                     if s is not None)
+        return absent

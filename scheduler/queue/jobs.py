@@ -9,27 +9,28 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from imagequeue import metrics
 from providers.catalogue import DEFAULT_ROUTE, PINNED_ROUTE, PREFERRED_ROUTE, Catalogue
 from providers.types import GenerationRequest
 from scheduler.errors import Conflict, InvalidJob, NotFound
 from scheduler.eta import telemetry
-from scheduler.eta.snapshot import read_snapshot
+from scheduler.eta.snapshot import Snapshot, read_snapshot
 from scheduler.idempotency import find_previous
 from scheduler.ids import possible_id, shown_id
 from scheduler.notices import notice_of
 from scheduler.queue.index import IndexEntry, WaitingIndex
 from scheduler.tenants.quotas import Reservation, TenantCounters, limits_of
-from storage.models import Job, JobStatus, utcnow
+from storage.models import Batch, Job, JobStatus, utcnow
 
 log = logging.getLogger("scheduler.queue.jobs")
 
@@ -74,12 +75,19 @@ class JobQueue:
         *,
         job_deadline_s: float = 3600.0,
         counters: TenantCounters | None = None,
+        snapshots: Callable[[], Snapshot | None] | None = None,
+        reads: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions = sessions
+        # ``get``'s sessions: one statement each, so they may run without a transaction (an API
+        # process's are AUTOCOMMIT: no BEGIN and ROLLBACK round trips around a poll).
+        self.reads = reads or sessions
         self.index = index
         self.catalogue = catalogue
         self.job_deadline_s = job_deadline_s
         self.counters = counters  # None: no tenant limits (``scheduler.tenants.quotas``)
+        # The published snapshot; an API process reads it once per publication (SnapshotCache).
+        self.snapshot = snapshots or (lambda: read_snapshot(index.redis))
 
     def resolve_route(self, request: JobRequest) -> tuple[str, str]:
         """(route name, requested model) for a request; raises InvalidJob for unknown names."""
@@ -211,13 +219,13 @@ class JobQueue:
         position instead of raising while Redis is unreachable."""
         if not possible_id(job_id):  # never sent to SQL (a NUL, say): unknown like any other
             raise NotFound("job", shown_id(job_id))
-        with self.sessions() as session:
-            job = session.scalar(
+        with self.reads() as session:  # one statement: the job and its attempts
+            job = session.execute(
                 select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
-            )
+                .options(joinedload(Job.attempts))
+            ).unique().scalar_one_or_none()
             if job is None:
                 raise NotFound("job", job_id)
-            _ = job.attempts  # load while the session is open
         if redis_optional:
             try:
                 return self.view(job)
@@ -233,20 +241,20 @@ class JobQueue:
         """Where a job stands: its position and ETA while it waits (or, handed to a worker, is
         about to start), its model while it runs."""
         if job.status == JobStatus.QUEUED:
-            position = self.index.position(job.id)
-            snap = read_snapshot(self.index.redis)
+            position, dispatched, dispatch_count = self.index.standing(job.id)
+            snap = self.snapshot()
             if snap is None:
                 return JobView(job, position)
             if position is None:
-                if not self.index.is_dispatched(job.id):
+                if not dispatched:
                     return JobView(job, None)  # parked until a model is back
-                start, finish = snap.dispatched_eta(job.id, self.index.dispatch_count())
+                start, finish = snap.dispatched_eta(job.id, dispatch_count)
                 return JobView(job, None, start, finish)
-            start, finish = snap.eta(position, self.index.dispatch_count())
+            start, finish = snap.eta(position, dispatch_count)
             return JobView(job, position, start, finish)
         if job.status == JobStatus.RUNNING:
             running = telemetry.running_job(self.index.redis, job.id)
-            snap = read_snapshot(self.index.redis)
+            snap = self.snapshot()
             if running is None:
                 return JobView(job, None)
             remaining = (snap.model_remaining_s(running.model, time.time() - running.attempt_started_s)
@@ -270,35 +278,43 @@ class JobQueue:
                 raise NotFound("job", job_id)
         if not changed:
             raise Conflict(f"job {job_id} is {job.status}; only queued jobs can be canceled")
+        if job.batch_id is not None:
+            # Counted on its batch (``Batch.ended_jobs``) once the cancel is committed: a batch
+            # cancel locks the batch row before its jobs, so no transaction takes the two the
+            # other way round. A crash in between leaves the count short; the sweep completes it.
+            with self.sessions.begin() as session:
+                session.execute(update(Batch).where(Batch.id == job.batch_id)
+                                .values(ended_jobs=Batch.ended_jobs + 1))
         self.settle(tenant_id, job.created_at, 1, job.estimated_cost_usd, job.cost_usd)
         metrics.JOBS_ENDED.labels(status=JobStatus.CANCELED.value, lane=job.lane).inc()
         self.index.remove(job_id)
         return job
 
 
-def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int = 5000) -> int:
-    """Index every queued job the database holds but Redis does not (after a flush or a crash)."""
+def reconcile(sessions: sessionmaker[Session], index: WaitingIndex, chunk: int = 5000, *,
+              since: datetime | None = None) -> int:
+    """Index every queued job the database holds but Redis does not (after a flush or a crash);
+    with ``since``, only those created after it. Chunks are range reads of
+    ``ix_jobs_status_created`` in arrival order, so a pass costs what it reads, not a sort of
+    every queued row per chunk."""
     healed = 0
-    last_created = None
-    last_id = ""
+    after: tuple[datetime, str] | None = None
     while True:
+        query = select(Job.id, Job.created_at, Job.lane, Job.tenant_id, Job.priority).where(
+            Job.status == JobStatus.QUEUED.value)
+        if since is not None:
+            query = query.where(Job.created_at > since)
+        if after is not None:
+            query = query.where(tuple_(Job.created_at, Job.id) > after)
         with sessions() as session:
-            query = select(Job.id, Job.created_at, Job.lane, Job.tenant_id, Job.priority).where(
-                Job.status == JobStatus.QUEUED.value)
-            if last_created is not None:
-                query = query.where(
-                    (Job.created_at > last_created)
-                    | ((Job.created_at == last_created) & (Job.id > last_id))
-                )
             rows = session.execute(query.order_by(Job.created_at, Job.id).limit(chunk)).all()
         if not rows:
             return healed
-        indexed = index.indexed(row.id for row in rows)
-        missing = [IndexEntry(r.id, r.lane, r.tenant_id, r.priority)
-                   for r in rows if r.id not in indexed]
+        missing = index.missing([(r.id, r.lane, r.priority) for r in rows])
         if missing:
-            index.push(missing)
+            index.push([IndexEntry(r.id, r.lane, r.tenant_id, r.priority)
+                        for r in rows if r.id in missing])
             healed += len(missing)
         # Indexed jobs whose tenant Redis lost (the push records it for the others).
-        index.remember_tenants({r.id: r.tenant_id for r in rows if r.id in indexed})
-        last_created, last_id = rows[-1].created_at, rows[-1].id
+        index.remember_tenants({r.id: r.tenant_id for r in rows if r.id not in missing})
+        after = (rows[-1].created_at, rows[-1].id)

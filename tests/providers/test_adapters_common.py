@@ -8,11 +8,14 @@ intact; a model without a key fails AUTH before any traffic, unless it is keyles
 
 from __future__ import annotations
 
+import io
 import json
+import random
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from providers.adapters import ADAPTERS, adapter_for
 from providers.adapters.common import KEYLESS_API_KEY
@@ -116,6 +119,48 @@ def test_bytes_that_are_not_an_image_are_never_returned(wire_format: str) -> Non
 
     assert caught.value.error_class is ErrorClass.SERVER_ERROR
     assert "not an image" in caught.value.message
+
+
+def noisy_jpeg(size: int = 128) -> bytes:
+    """A JPEG whose scan data is most of the file (noise does not compress)."""
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (size, size), random.Random(7).randbytes(size * size * 3)).save(
+        buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("wire_format", FORMATS)
+@pytest.mark.parametrize("decode_fully", [False, True])
+def test_a_truncated_png_is_refused_with_or_without_the_full_decode(
+        wire_format: str, decode_fully: bool) -> None:
+    vendor = FakeVendor.succeeding(wire_format, png(64, 48)[:-30])  # IDAT cut, no IEND
+
+    with vendor.client() as client, pytest.raises(ProviderError) as caught:
+        call(client, model(wire_format), GenerationRequest("a fox"), decode_fully=decode_fully)
+
+    assert caught.value.error_class is ErrorClass.SERVER_ERROR
+    assert "not an image" in caught.value.message
+
+
+@pytest.mark.parametrize("wire_format", FORMATS)
+def test_a_jpeg_cut_short_after_its_header_is_refused_by_the_full_decode_only(
+        wire_format: str) -> None:
+    whole = noisy_jpeg()
+    cut = whole[: len(whole) * 3 // 4]
+    vendor = FakeVendor.succeeding(wire_format, cut)
+
+    with vendor.client() as client:  # the header is whole: the check without decoding passes
+        checked = call(client, model(wire_format), GenerationRequest("a fox"))
+    with vendor.client() as client, pytest.raises(ProviderError) as caught:
+        call(client, model(wire_format), GenerationRequest("a fox"), decode_fully=True)
+
+    assert [(i.content_type, i.width, i.height) for i in checked.images] == [
+        ("image/jpeg", 128, 128)]
+    assert caught.value.error_class is ErrorClass.SERVER_ERROR
+    assert "not an image" in caught.value.message and "truncated" in caught.value.message
+    with FakeVendor.succeeding(wire_format, whole).client() as client:
+        assert call(client, model(wire_format), GenerationRequest("a fox"),
+                    decode_fully=True).images[0].data == whole
 
 
 @pytest.mark.parametrize("wire_format", sorted(INLINE_FORMATS))
