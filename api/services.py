@@ -38,6 +38,14 @@ def api_redis(settings: Settings) -> redis.Redis:
     )
 
 
+def api_pool(settings: Settings) -> dict[str, int]:
+    """The API's pool: as many connections as the settings allow a process, all kept. Its
+    threads serve polls at once, and an overflow connection given back is closed: under 16
+    pollers they would come and go, each a new server process (half the requests per second)."""
+    return {"database_pool_size": settings.database_pool_size + settings.database_max_overflow,
+            "database_max_overflow": 0}
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -57,7 +65,7 @@ class Services:
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
-        engine = make_engine(settings.database_url, settings)
+        engine = make_engine(settings.database_url, settings.model_copy(update=api_pool(settings)))
         sessions = make_sessionmaker(engine)
         # Reads of one statement (a poll's job, a caller's tenant) need no transaction.
         reads = make_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))

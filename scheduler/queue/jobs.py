@@ -33,6 +33,8 @@ from scheduler.tenants.quotas import Reservation, TenantCounters, limits_of
 from storage.models import Batch, Job, JobStatus, utcnow
 
 log = logging.getLogger("scheduler.queue.jobs")
+# A job with its attempts in one statement, built once (a poll reads it many times a second).
+WITH_ATTEMPTS = select(Job).options(joinedload(Job.attempts))
 
 
 @dataclass(frozen=True)
@@ -221,8 +223,7 @@ class JobQueue:
             raise NotFound("job", shown_id(job_id))
         with self.reads() as session:  # one statement: the job and its attempts
             job = session.execute(
-                select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
-                .options(joinedload(Job.attempts))
+                WITH_ATTEMPTS.where(Job.id == job_id, Job.tenant_id == tenant_id)
             ).unique().scalar_one_or_none()
             if job is None:
                 raise NotFound("job", job_id)
