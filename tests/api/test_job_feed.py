@@ -13,7 +13,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,27 +21,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from sqlalchemy import event
 
-from api.app import create_app
 from api.job_feed import JobFeed
-from cli.stack import RedisServer, free_port
 from imagequeue import keys
-from imagequeue.settings import Settings
-from storage.db import drop_schema, make_engine, make_sessionmaker, migrate
-from storage.tenants import create_tenant
-from tests.api.test_event_wakeups import needs_redis_server
+from tests.api.inprocess import serve_in_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 JOB = {"prompt": "a lighthouse at dawn", "size": "1024x1024"}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 @dataclass
@@ -64,41 +51,16 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Served]:
-    needs_redis_server()
     root: Path = tmp_path_factory.mktemp("job-feed")
-    server = RedisServer(root / "redis.log").start()
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    engine = make_engine(postgres_url)
-    with make_sessionmaker(engine).begin() as session:
-        keys_ = [create_tenant(session, name)[1] for name in ("feed-a", "feed-b")]
-    engine.dispose()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    settings = Settings(database_url=postgres_url, redis_url=server.url, image_dir=root / "images",
-                        public_base_url=url, stream_fallback_poll_s=60.0, tenant_rpm=0,
-                        tenant_max_queued=0)
-    app = create_app(settings)
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    client = redis.Redis.from_url(server.url)
-    try:
-        wait_for(lambda: web.started, "the API serves")
+    with serve_in_process(root, postgres_url, ["feed-a", "feed-b"], stream_fallback_poll_s=60.0,
+                          tenant_rpm=0, tenant_max_queued=0) as api:
         statements = [0]
 
         def count(*_: Any) -> None:
             statements[0] += 1
 
-        event.listen(app.state.services.engine, "before_cursor_execute", count)
-        wait_for(lambda: dict(client.pubsub_numsub(keys.SNAPSHOT_CHANNEL)).get(
-            keys.SNAPSHOT_CHANNEL.encode(), 0) >= 1, "the API's listener subscribes")
-        yield Served(url, keys_, client, app, statements)
-    finally:
-        web.should_exit = True
-        thread.join(timeout=15)
-        client.close()
-        server.stop()
+        event.listen(api.app.state.services.engine, "before_cursor_execute", count)
+        yield Served(api.url, api.api_keys, api.redis, api.app, statements)
 
 
 def follow(client: httpx.Client, path: str) -> queue.Queue[dict[str, Any] | None]:

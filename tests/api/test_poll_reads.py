@@ -11,7 +11,6 @@ reads); no scheduler runs, so the test publishes the snapshot itself.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,20 +20,14 @@ from typing import Any
 import httpx
 import pytest
 import redis
-import uvicorn
 from sqlalchemy import event
 
-from api.app import create_app
-from cli.stack import RedisServer, free_port
 from imagequeue import keys
-from imagequeue.settings import Settings
 from scheduler.eta.curve import EtaCurve
 from scheduler.eta.snapshot import SnapshotCache
-from storage.db import drop_schema, make_engine, make_sessionmaker, migrate
+from storage.db import make_engine, make_sessionmaker
 from storage.models import Tenant
-from storage.tenants import create_tenant
-from tests.api.test_event_wakeups import needs_redis_server
-from tests.api.test_job_feed import wait_for
+from tests.api.inprocess import serve_in_process, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 JOB = {"prompt": "a lighthouse at dawn", "size": "1024x1024"}
@@ -64,36 +57,13 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Served]:
-    needs_redis_server()
     root: Path = tmp_path_factory.mktemp("poll-reads")
-    server = RedisServer(root / "redis.log").start()
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    engine = make_engine(postgres_url)
-    with make_sessionmaker(engine).begin() as session:
-        api_key = create_tenant(session, "poller")[1]
-    engine.dispose()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    settings = Settings(database_url=postgres_url, redis_url=server.url, image_dir=root / "images",
-                        public_base_url=url, tenant_rpm=0, api_tenant_cache_s=60.0)
-    app = create_app(settings)
-    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=web.run, daemon=True)
-    thread.start()
-    client = redis.Redis.from_url(server.url)
-    try:
-        wait_for(lambda: web.started, "the API serves")
+    with serve_in_process(root, postgres_url, ["poller"], tenant_rpm=0,
+                          api_tenant_cache_s=60.0) as api:
         statements: list[str] = []
-        event.listen(app.state.services.engine, "before_cursor_execute",
+        event.listen(api.app.state.services.engine, "before_cursor_execute",
                      lambda _c, _cur, sql, *_: statements.append(sql))
-        wait_for(lambda: app.state.snapshots.subscribed, "the API's listener subscribes")
-        yield Served(url, api_key, client, app, statements)
-    finally:
-        web.should_exit = True
-        thread.join(timeout=15)
-        client.close()
-        server.stop()
+        yield Served(api.url, api.api_keys[0], api.redis, api.app, statements)
 
 
 def publish_snapshot(served: Served, depth: int) -> None:
