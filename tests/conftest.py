@@ -43,18 +43,25 @@ def _missing(what: str, how: str) -> None:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The test Redis: the one at IMGQ_TEST_REDIS_URL, or a private redis-server we start."""
+    """The test Redis: IMGQ_TEST_REDIS_URL if set; else a private redis-server started for this
+    run where redis-server is installed (two runs on one machine never flush each other's keys);
+    else the one at 127.0.0.1:6379, database 15."""
+    explicit = "IMGQ_TEST_REDIS_URL" in os.environ
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
+    if not explicit:
+        try:
+            server.start()
+        except RedisServerNotInstalled:
+            pass
+        else:
+            yield server.url_for(15)
+            server.stop()
+            return
     if redis_answers(TEST_REDIS_URL):
         yield TEST_REDIS_URL
         return
-    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log")
-    try:
-        server.start()
-    except RedisServerNotInstalled:
-        _missing("Redis", f"nothing answers at {TEST_REDIS_URL} and redis-server is not installed "
-                 "(apt-get install redis-server), or set IMGQ_TEST_REDIS_URL")
-    yield server.url_for(15)
-    server.stop()
+    _missing("Redis", f"nothing answers at {TEST_REDIS_URL} and redis-server is not installed "
+             "(apt-get install redis-server), or set IMGQ_TEST_REDIS_URL")
 
 
 @pytest.fixture()
@@ -70,18 +77,33 @@ def clean_redis(redis_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
+    """The test PostgreSQL: a database of this run's own (``imgq_test_<pid>``, dropped at the
+    end) on the server of IMGQ_TEST_POSTGRES_URL, so that two runs on one machine never drop
+    each other's tables; that URL's database itself where databases cannot be created."""
     import sqlalchemy
 
     try:
-        engine = sqlalchemy.create_engine(TEST_POSTGRES_URL)
+        engine = sqlalchemy.create_engine(TEST_POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with engine.connect():
             pass
-        engine.dispose()
     except Exception:  # noqa: BLE001 - any failure means "not reachable"
         _missing("PostgreSQL", f"start one reachable as {TEST_POSTGRES_URL} "
                  "(apt-get install postgresql) or set IMGQ_TEST_POSTGRES_URL")
-    return TEST_POSTGRES_URL
+    own = f"imgq_test_{os.getpid()}"
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {own} WITH (FORCE)")
+            conn.exec_driver_sql(f"CREATE DATABASE {own}")
+    except sqlalchemy.exc.SQLAlchemyError:
+        engine.dispose()
+        yield TEST_POSTGRES_URL
+        return
+    yield sqlalchemy.make_url(TEST_POSTGRES_URL).set(database=own).render_as_string(
+        hide_password=False)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {own} WITH (FORCE)")
+    engine.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
-"""A paid result is kept before it is recorded: images first, then a manifest, in the blob store.
+"""A paid result is kept before it is recorded: its images go to the blob store first.
 
-The manifest is the commit point of a result: once it exists, a run of the same job (after the
-worker died while the database was unreachable) finishes from it without calling a vendor.
+A manifest (what the job's row would record) is written beside them only when recording fails
+because the database is unreachable, before the write is retried: once it exists, a run of the
+same job (after the worker died during the outage) finishes from it without calling a vendor.
+On the common path the job's row commits right after the images are stored, so a result costs
+its images' writes and nothing more; the window a crash could cost a second call is then the
+one transaction, no wider than the one between the vendor's answer and the images being stored.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ class StoredResult:
 
 def store(blobs: BlobStore, job_id: str, outcome: RouteOutcome,
           row_ids: list[int]) -> StoredResult:
-    """Write a successful walk's images, then its manifest; returns what the job records."""
+    """Write a successful walk's images; returns what the job records (see ``keep``)."""
     assert outcome.result is not None and outcome.served_by is not None
     images: list[dict[str, Any]] = []
     for k, image in enumerate(outcome.result.images):
@@ -36,11 +40,14 @@ def store(blobs: BlobStore, job_id: str, outcome: RouteOutcome,
         blobs.put(key, image.data)
         images.append({"key": key, "content_type": image.content_type,
                        "width": image.width, "height": image.height})
-    stored = StoredResult(outcome.served_by, images, list(outcome.attempts), list(row_ids))
-    manifest = {"served_by": stored.served_by, "images": images, "row_ids": stored.row_ids,
-                "attempts": [asdict(a) for a in stored.attempts]}
+    return StoredResult(outcome.served_by, images, list(outcome.attempts), list(row_ids))
+
+
+def keep(blobs: BlobStore, job_id: str, stored: StoredResult) -> None:
+    """Write the manifest of a stored result that could not be recorded yet."""
+    manifest = {"served_by": stored.served_by, "images": stored.images,
+                "row_ids": stored.row_ids, "attempts": [asdict(a) for a in stored.attempts]}
     blobs.put(manifest_key(job_id), json.dumps(manifest).encode())
-    return stored
 
 
 def load(blobs: BlobStore, job_id: str) -> StoredResult | None:

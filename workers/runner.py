@@ -95,7 +95,7 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
             return started
         job, claim, pending, stored = started
         if stored is not None:  # an earlier run was paid and stored the image: record it
-            status = _record_success(ctx, job, stored)
+            status = _record_success(ctx, job, stored, kept=True)
             clear = True
             return status
         try:
@@ -166,7 +166,8 @@ def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None, claim: Ope
     models = candidates(ctx.catalogue, job.route, job.requested_model)
     admission = Admission(ctx.breaker, ctx.limits, job.id, LimitsConfig(
         ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
-        ctx.settings.vendor_rate_window_s), on_wait=claim.commit_early)
+        ctx.settings.vendor_rate_window_s, ctx.settings.breaker_gate_wait_s),
+        on_wait=claim.commit_early)
     resumed = _resume(ctx, pending, request, admission) if pending is not None else None
     if resumed is not None and (resumed.result is not None or resumed.job_failed):
         return resumed, admission, [pending.row_id] if pending else []
@@ -177,6 +178,7 @@ def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None, claim: Ope
                              decode_fully=ctx.settings.verify_images_fully)
 
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
+    admission.on_gate_wait = telemetry_hooks.waiting
     outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks, journal]))
     telemetry_hooks.walked()
     if resumed is None or pending is None:
@@ -220,13 +222,20 @@ class TelemetryHooks(AttemptHooks):
         self.model_index, self.attempt_started_s = 0, self.job_started_s
 
     def before(self, index: int, model: ModelSpec) -> str | None:
+        self._mark(index)
+        return None
+
+    def waiting(self, index: int, model: ModelSpec, why: str | None) -> None:
+        """The job waits at ``model``'s slow-start gate (``why``), or no longer does."""
+        self._mark(index, why)
+
+    def _mark(self, index: int, waiting: str | None = None) -> None:
         self.model_index, self.attempt_started_s = index, time.time()
         try:
             telemetry.mark_attempt(self.ctx.redis, self.job_id, self.route, index,
-                                   self.job_started_s)
+                                   self.job_started_s, waiting)
         except redis.RedisError as exc:  # ETAs get worse; the job goes on
             log.warning("cannot record running job %s: %s", self.job_id, exc)
-        return None
 
     def walked(self) -> None:
         """The walk is over: its length (calls and admission waits) tells the slot overhead."""
@@ -310,11 +319,14 @@ def _deadline(ctx: WorkerContext, job: Job) -> datetime:
     return created + timedelta(seconds=ctx.settings.job_deadline_s)
 
 
-def _write(ctx: WorkerContext, job_id: str, what: str, change: Callable[[Session], T]) -> T:
+def _write(ctx: WorkerContext, job_id: str, what: str, change: Callable[[Session], T],
+           on_outage: Callable[[], None] = lambda: None) -> T:
     """One transaction, retried with backoff while the database is unreachable; the job keeps
-    its lease meanwhile (and the dispatcher holds back). Returns what ``change`` returned."""
+    its lease meanwhile (and the dispatcher holds back), and ``on_outage`` runs once, before the
+    first retry. Returns what ``change`` returned."""
     def waiting(state: RetryCallState) -> None:
         if state.attempt_number == 1:
+            on_outage()
             log.warning("job %s: cannot write its %s, the database is unreachable (%s); "
                         "retrying for up to %.0fs", job_id, what,
                         state.outcome.exception() if state.outcome else "?",
@@ -373,16 +385,23 @@ def _finish(ctx: WorkerContext, job: Job, outcome: RouteOutcome, row_ids: list[i
     return str(values["status"])
 
 
-def _record_success(ctx: WorkerContext, job: Job, stored: results.StoredResult) -> str:
+def _record_success(ctx: WorkerContext, job: Job, stored: results.StoredResult,
+                    *, kept: bool = False) -> str:
+    """Record a stored result; while the database is unreachable its manifest is kept first
+    (unless it was, ``kept``: it came from one)."""
+    def keep() -> None:
+        if not kept:
+            results.keep(ctx.blobs, job.id, stored)
+
     _record(ctx, job.id, stored.attempts, stored.row_ids, {
         "finished_at": utcnow(), "status": JobStatus.SUCCEEDED.value,
         "served_by": stored.served_by, "degraded": stored.served_by != job.requested_model,
-        "images": stored.images})
+        "images": stored.images}, on_outage=keep)
     return JobStatus.SUCCEEDED.value
 
 
 def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_ids: list[int],
-            values: dict[str, object]) -> None:
+            values: dict[str, object], on_outage: Callable[[], None] = lambda: None) -> None:
     """The job's terminal write: its attempts completed, its status, and its count and cost
     summed from its attempt rows (so a call lost by a dead run is counted too); in the same
     transaction its webhook and its batch's count. The run that ended the job (one, however
@@ -397,7 +416,7 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
             job_ended(session, ended, ctx.settings.public_base_url, name=ctx.catalogue.shown_name)
         return ended
 
-    ended = _write(ctx, job_id, "result", change)
+    ended = _write(ctx, job_id, "result", change, on_outage)
     if ended is not None:
         _settle(ctx, job_id, ended)
         _count_end(ended)

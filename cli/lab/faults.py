@@ -59,13 +59,14 @@ def kill_while_polling(lab: FaultLab, jobs: int = 8, latency_s: float = 4.0) -> 
         pid = worker_pid(run.stack)
 
         def polling() -> set[str]:
-            """The worker's jobs that poll, once none of its calls is still a submit (a crash
-            between BFL accepting a submit and the task being saved cannot be resumed)."""
+            """The worker's jobs that poll, once every job polls a saved task: a crash between
+            BFL accepting a submit and the task being saved cannot be resumed, and a job the
+            worker has received but not yet leased may be submitting while its leases show
+            none (every job runs at once: there is a slot for each)."""
             open_calls = [a for a in lab.attempts(ids) if a.outcome == "in_progress"]
-            held = lab.held_by(pid)
-            submitting = {a.job_id for a in open_calls if not a.vendor_task_url} & held
-            tasks = {a.job_id for a in open_calls if a.vendor_task_url} & held
-            return tasks if len(tasks) >= 2 and not submitting else set()
+            tasks = {a.job_id for a in open_calls if a.vendor_task_url}
+            held = lab.held_by(pid) & tasks
+            return held if len(tasks) == len(ids) and len(held) >= 2 else set()
         victims = wait_until(polling, "the worker polls BFL tasks", 30, poll_s=0.02)
         killed = _kill_and_wait_elsewhere(lab, run.stack)
         lab.wait_terminal(ids, 120)
@@ -95,6 +96,33 @@ def database_down(lab: FaultLab, jobs: int = 32, latency_s: float = 1.5,
         if run.stack.procs["scheduler"].poll() is not None:
             result.notes.append("the scheduler exited")
         result.notes.append("heal: from PostgreSQL back to the next vendor call")
+        return result
+
+
+def killed_during_database_outage(lab: FaultLab, latency_s: float = 1.0) -> FaultResult:
+    """PostgreSQL stopped while calls run; once a worker has its paid results and cannot record
+    them, it is SIGKILLed; then PostgreSQL starts again. The jobs it held finish from the results
+    it kept in the blob store, without calling a vendor again."""
+    with lab.scenario("database-down-kill", latency_s) as run:
+        ids = run.submit(8)  # a slot for each (2 workers x 4): every call starts at once
+        pid = worker_pid(run.stack)
+        wait_until(lambda: len(run.ledger()) == len(ids), "every job's call is in flight", 30)
+        lab.postgres.stop()
+        log = run.stack.log_dir / "worker1.log"
+        held = lab.held_by(pid)
+
+        def unrecorded() -> set[str]:
+            text = log.read_text(errors="replace")
+            return {j for j in held if f"job {j}: cannot write its result" in text}
+        wait_until(lambda: len(held) >= 2 and unrecorded() == held,
+                   "the worker has paid results it cannot record", 30)
+        kill(run.stack, "worker1")
+        lab.postgres.start()
+        back = time.time()
+        lab.wait_terminal(ids, 120)
+        result = run.result("SIGKILL during a PostgreSQL outage", ids, time.time() - back)
+        result.notes.append(f"{len(held)} unrecorded results were on the killed worker")
+        result.notes.append("heal: from PostgreSQL back to every job ended")
         return result
 
 
@@ -200,5 +228,6 @@ def _answers(client: httpx.Client) -> bool:
 
 
 ALL: tuple[Callable[..., FaultResult], ...] = (
-    kill_worker, kill_while_polling, database_down, redis_down_during_submit,
+    kill_worker, kill_while_polling, database_down, killed_during_database_outage,
+    redis_down_during_submit,
     redis_restart_open_breaker, redis_flushed)

@@ -82,6 +82,13 @@ def test_postgresql_down_loses_no_result_and_dispatch_resumes_within_5s(lab: Fau
     assert result.heal_s is not None and result.heal_s <= DEPENDENCY_HEAL_S, result
 
 
+def test_a_worker_killed_while_postgresql_is_down_loses_no_paid_result_and_pays_nothing_again(
+        lab: FaultLab) -> None:
+    result = faults.killed_during_database_outage(lab)
+    assert_nothing_lost(result)
+    assert result.billed == result.jobs, result  # the killed worker's results were kept
+
+
 def test_a_job_submitted_while_redis_is_down_is_accepted_and_runs_once_redis_is_back(
         lab: FaultLab) -> None:
     result = faults.redis_down_during_submit(lab)
