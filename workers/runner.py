@@ -18,6 +18,7 @@ batch's count: ``_record``). Failover, resuming a task and parking cost more.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -25,8 +26,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from imagequeue import metrics
@@ -255,6 +257,18 @@ class TelemetryHooks(AttemptHooks):
             log.warning("cannot record latency of %s: %s", model.id, exc)
 
 
+_NOW = bindparam("now", type_=Job.started_at.type)
+# Built once with bind parameters (see ``workers.journal.COMPLETE_ATTEMPT``): a job parked until
+# later is not claimed; the claim tells whether an earlier run left attempts.
+_START = (update(Job).where(
+    Job.id == bindparam("job_id"), Job.status.in_(UNFINISHED_STATUSES),
+    ~((Job.status == JobStatus.QUEUED.value) & Job.not_before.is_not(None)
+      & (Job.not_before > _NOW)))
+    .values(status=JobStatus.RUNNING.value, started_at=_NOW)
+    .returning(Job, exists().where(Attempt.job_id == Job.id))
+    .execution_options(synchronize_session=False))
+
+
 def _start(ctx: WorkerContext, job_id: str
            ) -> str | tuple[Job, OpenClaim, PendingTask | None, results.StoredResult | None]:
     """Mark the job running in a transaction left open (``OpenClaim``); a status instead when
@@ -263,15 +277,7 @@ def _start(ctx: WorkerContext, job_id: str
     session = ctx.sessions()
     claim = OpenClaim(session)
     try:
-        now = utcnow()
-        parked_until_later = ((Job.status == JobStatus.QUEUED.value) & Job.not_before.is_not(None)
-                              & (Job.not_before > now))
-        started = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED_STATUSES),
-                              ~parked_until_later)
-            .values(status=JobStatus.RUNNING.value, started_at=now)
-            .returning(Job, exists().where(Attempt.job_id == Job.id))
-            .execution_options(synchronize_session=False)).one_or_none()
+        started = session.execute(_START, {"job_id": job_id, "now": utcnow()}).one_or_none()
         if started is None:
             status = _not_started(ctx, session, job_id)
             claim.close()  # nothing was written
@@ -408,10 +414,9 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
     often it was delivered) settles it with its tenant's limits."""
     def change(session: Session) -> Job | None:
         write_attempts(session, job_id, attempts, row_ids)
-        ended = session.scalars(
-            update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_STATUSES))
-            .values(**values, **totals()).returning(Job)
-            .execution_options(synchronize_session=False)).one_or_none()
+        ended = session.scalars(_end_statement(tuple(values)), {
+            "job_id": job_id, **{f"v_{name}": value for name, value in values.items()}
+        }).one_or_none()
         if ended is not None:  # its webhook, and its batch's count (last: the batch row locks)
             job_ended(session, ended, ctx.settings.public_base_url, name=ctx.catalogue.shown_name)
         return ended
@@ -420,6 +425,16 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
     if ended is not None:
         _settle(ctx, job_id, ended)
         _count_end(ended)
+
+
+@functools.cache
+def _end_statement(fields: tuple[str, ...]) -> UpdateBase:
+    """The job's terminal update setting ``fields`` (one statement per set of fields, built once
+    with bind parameters, see ``workers.journal.COMPLETE_ATTEMPT``)."""
+    return (update(Job).where(Job.id == bindparam("job_id"), Job.status.not_in(TERMINAL_STATUSES))
+            .values({**{name: bindparam(f"v_{name}", type_=getattr(Job, name).type)
+                        for name in fields}, **totals()})
+            .returning(Job).execution_options(synchronize_session=False))
 
 
 def _count_attempts(attempts: list[AttemptRecord]) -> None:

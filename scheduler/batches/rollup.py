@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import Integer, Table, bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -131,13 +131,18 @@ def _finalize(session: Session, batch_id: str, public_base_url: str) -> bool:
     return bool(won)
 
 
+# Built once with bind parameters: compiled once per process, not once per ended job.
+BATCHES: Table = Batch.__table__  # type: ignore[assignment]
+COUNT_ENDED = (update(BATCHES).where(BATCHES.c.id == bindparam("batch_id"))
+               .values(ended_jobs=BATCHES.c.ended_jobs + bindparam("jobs", type_=Integer))
+               .returning(BATCHES.c.ended_jobs, BATCHES.c.total, BATCHES.c.status))
+
+
 def count_ended(session: Session, batch_id: str, jobs: int, public_base_url: str) -> bool:
     """In the transaction that ended ``jobs`` of the batch: add them to its ``ended_jobs`` and,
     if that was the last of them, complete it; True if this call did. Put it last in the
     transaction: the batch row stays locked until the commit."""
-    row = session.execute(update(Batch).where(Batch.id == batch_id)
-                          .values(ended_jobs=Batch.ended_jobs + jobs)
-                          .returning(Batch.ended_jobs, Batch.total, Batch.status)).one_or_none()
+    row = session.execute(COUNT_ENDED, {"batch_id": batch_id, "jobs": jobs}).one_or_none()
     if row is None or row.ended_jobs < row.total or row.status not in OPEN_BATCH_STATUSES:
         return False
     return _finalize(session, batch_id, public_base_url)
