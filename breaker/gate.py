@@ -2,8 +2,9 @@
 
 A model whose breaker window holds fewer than ``minimum_calls`` outcomes (a cold start, an idle
 spell, a Redis loss, right after half-open -> closed) has no evidence either way: the gate lets at
-most ``minimum_calls`` calls be in flight across the cluster, so a model dead from the start costs
-that many calls, not one per worker thread. Each success widens the gate by one (doubling per round
+most ``minimum_calls`` calls be in flight across the cluster, less one per failure in the window,
+so a model dead from the start costs ``minimum_calls`` calls (then its breaker opens), not one
+per worker thread. Each success widens the gate by one (doubling per round
 trip, like TCP slow start), each failure narrows it by one (never below ``minimum_calls``); at
 ``gate_full_calls`` it stops limiting. While the window holds fewer than ``minimum_calls``
 outcomes the width is capped at ``minimum_calls`` plus the outcomes it does hold, so an idle spell
@@ -51,14 +52,14 @@ def hanging(state: MachineState, policy: BreakerPolicy, now_ms: int) -> bool:
     return state.last_success_ms < newest_start + to_ms(policy.slow_call_threshold_s)
 
 
-def limit(state: MachineState, policy: BreakerPolicy, window_calls: int) -> int | None:
-    """How many calls may be in flight (None: the gate does not limit). ``window_calls`` are
-    the outcomes in the (trimmed) window."""
+def limit(in_window: MachineState, policy: BreakerPolicy) -> int | None:
+    """How many calls may be in flight (None: the gate does not limit). ``in_window`` is the
+    state with its window trimmed to now."""
     if not policy.gate:
         return None
-    width = policy.minimum_calls
-    if window_calls >= policy.minimum_calls:
-        width = max(state.gate_limit, policy.minimum_calls)
+    if in_window.calls < policy.minimum_calls:
+        return policy.minimum_calls - in_window.failures
+    width = max(in_window.gate_limit, policy.minimum_calls)
     return None if width >= policy.gate_full_calls else width
 
 

@@ -75,7 +75,7 @@ def health(model: str, state: MachineState, policy: BreakerPolicy, now_ms: int) 
     hangs = current is BreakerState.CLOSED and gate.hanging(state, policy, now_ms)
     gate_limit = None
     if current is BreakerState.CLOSED:
-        gate_limit = policy.minimum_calls if hangs else gate.limit(state, policy, in_window.calls)
+        gate_limit = policy.minimum_calls if hangs else gate.limit(in_window, policy)
     return ModelHealth(
         model=model,
         state=current,

@@ -63,7 +63,7 @@ def allow(
         state = window.trim(state, policy.window_s, now_ms)
         if gate.hanging(state, policy, now_ms):
             return _deny(Reason.HANGING, None), replace(state, gate_limit=policy.minimum_calls)
-        width = gate.limit(state, policy, state.calls)
+        width = gate.limit(state, policy)
         if width is not None and len(state.in_flight) >= width:
             return _deny(Reason.GATE_SHUT, None), state
     return Decision(allowed=True), _track(state, policy, call_id, now_ms)

@@ -96,7 +96,6 @@ def test_simulator_catalogue_writes_the_catalogue_whose_unkeyed_models_are_keyle
     assert (rows[GEMINI]["keyless"], rows[GEMINI]["configured"]) == (True, True)
     assert rows["gpt-image-1.5"]["keyless"] is False  # its key is set: it keeps its vendor
     code, out, _ = imgq("models")
-    print(out)
     gemini_row = next(line for line in out.splitlines() if line.strip().startswith(GEMINI))
     assert "keyless" in gemini_row and "is not configured" not in out
 
@@ -127,7 +126,6 @@ def test_breaker_lists_every_model_with_window_figures_and_last_transitions(
 
     code, out, _ = imgq("breaker")
     assert code == 0
-    print(out)
     gemini_row = next(line for line in out.splitlines() if line.strip().startswith(GEMINI))
     assert "open" in gemini_row and "red" in gemini_row and "5/5 (100%)" in gemini_row
     assert f"{GEMINI}: closed → open" in out

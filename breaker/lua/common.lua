@@ -114,9 +114,10 @@ local function hanging(s)
   return s.last_success_ms < tonumber(newest[2]) + policy.slow_call_threshold_ms
 end
 
-local function gate_limit(s)  -- nil: the gate does not limit
+local function gate_limit(s)  -- nil: the gate does not limit; s is trimmed to now
+  if s.calls < policy.minimum_calls then return policy.minimum_calls - s.failures end
   local width = policy.minimum_calls
-  if s.calls >= policy.minimum_calls and s.gate_limit > width then width = s.gate_limit end
+  if s.gate_limit > width then width = s.gate_limit end
   if width >= policy.gate_full_calls then return nil end
   return width
 end

@@ -90,9 +90,22 @@ def test_as_many_failures_as_successes_keep_the_gate_at_its_minimum(
 
 def test_a_dead_model_costs_minimum_calls_then_opens(gated: BreakerStore) -> None:
     admitted = start(gated, 50)
-    finish(gated, admitted, Outcome.FAILURE)
     assert len(admitted) == 5
+    for k, call_id in enumerate(admitted[:4]):  # each failure frees no place for a new call
+        finish(gated, [call_id], Outcome.FAILURE)
+        assert gated.snapshot(MODEL).gate_limit == 5 - (k + 1)
+        assert start(gated, 10) == []
+    finish(gated, admitted[4:], Outcome.FAILURE)
     assert gated.snapshot(MODEL).state is BreakerState.OPEN
+
+
+def test_during_a_cold_start_a_success_frees_a_place_and_a_failure_does_not(
+        gated: BreakerStore) -> None:
+    admitted = start(gated, 5)
+    finish(gated, admitted[:1], Outcome.SUCCESS)
+    finish(gated, admitted[1:2], Outcome.FAILURE)
+    assert gated.snapshot(MODEL).gate_limit == 4
+    assert len(start(gated, 10)) == 1
 
 
 def test_after_an_idle_spell_and_after_closing_the_gate_starts_over(
