@@ -1,6 +1,7 @@
 """Breakers as operators see them, shared by the admin API, ``/v1/status`` and ``imgq breaker``.
 
-One plain-dict shape per model (state, health colour, window figures, last transitions), so the
+One plain-dict shape per model (state, health colour, window figures, the slow-start gate's limit
+(``gate_limit``, null when it does not limit) and the calls in flight, last transitions), so the
 HTTP answer and ``imgq breaker --json`` are the same document. Operator actions go through
 ``apply_action`` so the API and the CLI cannot drift apart in what ``open`` or ``reset`` means.
 """
@@ -55,6 +56,10 @@ def health_dict(health: ModelHealth, events: list[Event]) -> dict[str, Any]:
         "misconfigured_reason": health.misconfigured_reason,
         "override_reason": health.override_reason,
         "probes_admitted": health.probes_admitted,
+        "gate_limit": health.gate_limit,
+        "in_flight": health.in_flight,
+        "slow_running": health.slow_running,
+        "hanging": health.hanging,
         "last_transitions": [event_dict(e) for e in events],
     }
 

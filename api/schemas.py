@@ -67,6 +67,11 @@ class JobOut(BaseModel):
     current_model: str | None = Field(default=None, description="The model being tried now.")
     expected_remaining_seconds: float | None = Field(
         default=None, description="While running: expected seconds left on the current model.")
+    waiting_for: str | None = Field(
+        default=None,
+        description="While running: why the job waits before calling its current model, in "
+                    "words; null while it does not wait.",
+        examples=["waiting for first results from Seedream 4.5"])
     priority: int
     lane: str
     created_at: datetime

@@ -3,7 +3,8 @@
 One function builds it (``status_document``), from what the cluster already keeps:
 
 * each model's breaker (state, window, open-until, cooldown, last transitions: ``breaker/``),
-  turned into a badge colour and a reason in words;
+  turned into a badge colour and a reason in words; its slow-start gate's limit (null: not
+  limiting) and its calls in flight, how many of them slow now;
 * each model's recent latencies (the workers' samples in Redis, ``scheduler/eta/telemetry.py``):
   the p50 of its last successful calls against the catalogue's baseline, and how many jobs the
   models served per minute;
@@ -89,6 +90,10 @@ def model_badge(report: dict[str, Any], spec: ModelSpec, *, window_s: int, half_
                           f"{half_open_probes} trial calls under way)")
     if state == "disabled":
         return "green", "breaker disabled by an operator: every call goes through, none is judged"
+    if report.get("hanging"):
+        return "yellow", (f"hanging: {report['slow_running']} of {report['in_flight']} calls in "
+                          f"flight running over {2 * spec.baseline_latency_s:g} s with no answer; "
+                          "new jobs go to the next model")
     if breaker_mode != "shared":
         return colour, (f"no shared breaker (breaker mode {breaker_mode}): each worker judges "
                         "the model on its own")
@@ -191,6 +196,8 @@ def status_document(svc: Services, open_streams: int) -> dict[str, Any]:
             "missing_key_hint": spec.missing_key_hint,
             "health": colour, "reason": reason, "breaker_state": report["state"],
             "window": {**report["window"], "seconds": settings.breaker_window_s},
+            "gate_limit": report["gate_limit"], "in_flight": report["in_flight"],
+            "slow_running": report["slow_running"], "hanging": report["hanging"],
             **latency_figures(samples.get(model_id, []), spec.baseline_latency_s),
             "median_latency_s": figures.get("median_s"),
             "failure_rate": figures.get("failure_rate"),

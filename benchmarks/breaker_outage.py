@@ -1,5 +1,6 @@
-"""Breaker outage benchmark: what a dead model costs with a shared breaker, one breaker per
-worker process, and no breaker at all.
+"""Breaker outage benchmark: what a dead model costs with a shared breaker (with its slow-start
+gate, ``IMGQ_BREAKER_GATE=true``, and without it), one breaker per worker process, and no
+breaker at all.
 
     python -m benchmarks.breaker_outage [--database-url postgresql+psycopg://...] [--jobs 120]
 
@@ -7,7 +8,7 @@ Each mode starts the real stack (API, dispatcher, 4 Celery worker processes) aga
 simulator, where gemini-3-pro-image-preview (the head of the default route) answers 100 % 503.
 Jobs are submitted at a steady rate; the simulator's call log counts the calls sent to the dead
 model. Latencies are scaled down (about 0.2 s a call) and the breaker's window and open period
-shortened to match, so the three runs take a couple of minutes. Everything is on loopback: a
+shortened to match, so the four runs take a couple of minutes. Everything is on loopback: a
 private redis-server, the simulator and the stack are started here and stopped at the end.
 The last table is ``benchmarks.breaker_latency`` (allow + record) against the same Redis.
 """
@@ -32,7 +33,8 @@ from cli.stack import RedisServer, free_port, spawn, stop_process, wait_http
 from storage.db import drop_schema, migrate
 
 MODEL_A = "gemini-3-pro-image-preview"  # the head of the default route
-MODES = ("shared", "local", "off")
+MODES = ("gated", "shared", "local", "off")
+"""``gated`` is the shared breaker with its slow-start gate; the others run without the gate."""
 WORKERS = 4
 CAP = 2  # concurrent calls per model, cluster-wide
 BREAKER_ENV = {
@@ -62,7 +64,8 @@ def run_mode(mode: str, work: Path, database_url: str, redis_url: str, simulator
     httpx.post(f"{simulator_url}/_sim/reset", timeout=5).raise_for_status()
     sim_profile(simulator_url, outage_on=MODEL_A)
     (work / mode).mkdir()
-    env = {**BREAKER_ENV, "IMGQ_BREAKER_MODE": mode,
+    env = {**BREAKER_ENV, "IMGQ_BREAKER_MODE": "shared" if mode == "gated" else mode,
+           "IMGQ_BREAKER_GATE": "true" if mode == "gated" else "false",
            "IMGQ_CATALOGUE_PATH": str(fast_catalogue(work, cap=CAP))}
     stack = start_stack(work / mode, database_url=database_url, redis_url=redis_url,
                         simulator_url=simulator_url, image_dir=work / mode / "images",

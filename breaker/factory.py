@@ -54,6 +54,8 @@ def policy_source(settings: Settings,
             half_open_probes=settings.breaker_half_open_probes,
             quota_default_cooldown_s=settings.breaker_quota_cooldown_s,
             probe_timeout_s=timeout_s + settings.breaker_probe_margin_s,
+            gate=settings.breaker_gate,
+            gate_full_calls=settings.breaker_gate_full_calls,
         )
 
     return policy_for
@@ -76,12 +78,16 @@ class NoBreaker:
     def __init__(self, policy_for: Callable[[str], BreakerPolicy]) -> None:
         self._policy_for = policy_for
 
-    def allow(self, model: str) -> Decision:
+    def allow(self, model: str, call_id: str | None = None) -> Decision:
         return Decision(allowed=True)
 
     def record(self, model: str, outcome: Outcome, latency_s: float, *, probe: bool,
-               retry_after_s: float | None = None, reason: str | None = None) -> BreakerState:
+               retry_after_s: float | None = None, reason: str | None = None,
+               call_id: str | None = None) -> BreakerState:
         return BreakerState.CLOSED
+
+    def release(self, model: str, call_id: str) -> None:
+        return None
 
     def snapshot(self, model: str) -> ModelHealth:
         return health(model, MachineState(), self._policy_for(model), 0)

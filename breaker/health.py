@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from breaker import window
+from breaker import gate, window
 from breaker.policy import BreakerPolicy
 from breaker.state import BreakerState, Colour, MachineState
 
@@ -27,6 +27,13 @@ class ModelHealth:
     misconfigured_reason: str | None
     override_reason: str | None
     probes_admitted: int
+    gate_limit: int | None = None
+    """Calls the slow-start gate lets be in flight now; None when it does not limit."""
+    in_flight: int = 0
+    slow_running: int = 0
+    """Calls in flight running longer than the slow-call threshold."""
+    hanging: bool = False
+    """Slow calls run unanswered: new calls go to the next model (``breaker.gate``)."""
 
     @property
     def serving(self) -> bool:
@@ -51,6 +58,8 @@ def colour(state: MachineState, policy: BreakerPolicy, now_ms: int) -> Colour:
         return Colour.RED
     if current is BreakerState.HALF_OPEN:
         return Colour.YELLOW
+    if current is BreakerState.CLOSED and gate.hanging(state, policy, now_ms):
+        return Colour.YELLOW
     in_window = window.trim(state, policy.window_s, now_ms)
     slow_share = in_window.slow / in_window.calls if in_window.calls else 0.0
     if in_window.calls >= policy.minimum_calls and slow_share >= SLOW_RATE_FOR_YELLOW:
@@ -62,6 +71,11 @@ def health(model: str, state: MachineState, policy: BreakerPolicy, now_ms: int) 
     current = effective_state(state, now_ms)
     in_window = window.trim(state, policy.window_s, now_ms)
     probes = state.probes_admitted if state.mode is BreakerState.HALF_OPEN else 0
+    running = gate.live(state.in_flight, policy, now_ms) if policy.gate else ()
+    hangs = current is BreakerState.CLOSED and gate.hanging(state, policy, now_ms)
+    gate_limit = None
+    if current is BreakerState.CLOSED:
+        gate_limit = policy.minimum_calls if hangs else gate.limit(in_window, policy)
     return ModelHealth(
         model=model,
         state=current,
@@ -75,4 +89,8 @@ def health(model: str, state: MachineState, policy: BreakerPolicy, now_ms: int) 
         misconfigured_reason=state.misconfigured_reason or None,
         override_reason=state.override_reason or None,
         probes_admitted=probes,
+        gate_limit=gate_limit,
+        in_flight=len(running),
+        slow_running=len(gate.slow_running(running, policy, now_ms)),
+        hanging=hangs,
     )

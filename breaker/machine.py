@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from breaker import window
+from breaker import gate, window
 from breaker.policy import BreakerPolicy, to_ms
 from breaker.state import BreakerState, Decision, MachineState, Outcome, Reason, Transition
 
@@ -30,15 +30,19 @@ def _start_probe_round(state: MachineState, policy: BreakerPolicy, now_ms: int) 
 
 
 def allow(
-    state: MachineState, policy: BreakerPolicy, now_ms: int
+    state: MachineState, policy: BreakerPolicy, now_ms: int, call_id: str | None = None
 ) -> tuple[Decision, MachineState]:
-    """May a call to this model start now? Admits half-open probes up to the budget."""
+    """May a call to this model start now? Admits half-open probes up to the budget; with the
+    gate on, a closed breaker admits up to the gate's limit and none while the model hangs.
+    An admitted call with a ``call_id`` counts as in flight until ``record`` releases it."""
     if state.mode is BreakerState.DISABLED:
         return Decision(allowed=True, reason=Reason.DISABLED.value), state
     if state.misconfigured_reason:
         return _deny(Reason.MISCONFIGURED, None), state
     if state.mode is BreakerState.FORCED_OPEN:
         return _deny(Reason.FORCED_OPEN, None), state
+    if policy.gate:
+        state = replace(state, in_flight=gate.live(state.in_flight, policy, now_ms))
     if state.mode is OPEN and now_ms >= state.open_until_ms:
         state = _start_probe_round(state, policy, now_ms)
     elif state.mode is HALF_OPEN and now_ms >= state.probe_round_until_ms:
@@ -54,8 +58,20 @@ def allow(
         if state.probes_admitted >= policy.half_open_probes:
             return _deny(Reason.HALF_OPEN_BUDGET_SPENT, state.probe_round_until_ms), state
         state = replace(state, probes_admitted=state.probes_admitted + 1)
-        return Decision(allowed=True, probe=True), state
-    return Decision(allowed=True), state
+        return Decision(allowed=True, probe=True), _track(state, policy, call_id, now_ms)
+    if policy.gate:
+        state = window.trim(state, policy.window_s, now_ms)
+        if gate.hanging(state, policy, now_ms):
+            return _deny(Reason.HANGING, None), replace(state, gate_limit=policy.minimum_calls)
+        width = gate.limit(state, policy)
+        if width is not None and len(state.in_flight) >= width:
+            return _deny(Reason.GATE_SHUT, None), state
+    return Decision(allowed=True), _track(state, policy, call_id, now_ms)
+
+
+def _track(state: MachineState, policy: BreakerPolicy, call_id: str | None,
+           now_ms: int) -> MachineState:
+    return gate.admit(state, call_id, now_ms) if policy.gate else state
 
 
 def record(
@@ -68,8 +84,11 @@ def record(
     *,
     retry_after_s: float | None = None,
     reason: str | None = None,
+    call_id: str | None = None,
 ) -> tuple[MachineState, Transition | None]:
-    """Apply one call's outcome; returns the next state and the transition it caused, if any."""
+    """Apply one call's outcome; returns the next state and the transition it caused, if any.
+    The call ``call_id`` is no longer in flight, whatever the outcome."""
+    state = gate.release(state, call_id)
     mode = state.mode
     if mode is BreakerState.DISABLED:
         return state, None
@@ -87,6 +106,10 @@ def record(
     if mode is CLOSED:
         slow = to_ms(latency_s) > to_ms(policy.slow_call_threshold_s)
         state = window.add_call(window.trim(state, policy.window_s, now_ms), now_ms, failed, slow)
+        if not failed:
+            state = replace(state, last_success_ms=now_ms)
+        if policy.gate:
+            state = gate.after_outcome(state, policy, not failed)
         trip_reason = _trip_reason(state, policy)
         if trip_reason is None:
             return state, None
@@ -94,11 +117,12 @@ def record(
     if mode is HALF_OPEN and was_probe:
         if failed:
             return _open(state, policy, now_ms, HALF_OPEN, "probe_failed")
-        state = replace(state, probe_successes=state.probe_successes + 1)
+        state = replace(state, probe_successes=state.probe_successes + 1,
+                        last_success_ms=now_ms)
         if state.probe_successes < policy.half_open_probes:
             return state, None
         closed = window.fresh(replace(state, mode=CLOSED, probes_admitted=0, probe_successes=0,
-                                      open_until_ms=0, probe_round_until_ms=0))
+                                      open_until_ms=0, probe_round_until_ms=0, gate_limit=0))
         return closed, _transition(closed, HALF_OPEN, CLOSED, "probes_succeeded", now_ms)
     return state, None  # a late outcome while open/forced open says nothing new
 

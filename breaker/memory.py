@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 
-from breaker import machine
+from breaker import gate, machine
 from breaker.health import ModelHealth, health
 from breaker.policy import BreakerPolicy
 from breaker.state import BreakerState, Decision, MachineState, Outcome, Transition
@@ -36,11 +36,11 @@ class InMemoryBreakerStore:
         self._states: dict[str, MachineState] = {}
         self._events: deque[Event] = deque(maxlen=EVENTS_MAXLEN)
 
-    def allow(self, model: str) -> Decision:
+    def allow(self, model: str, call_id: str | None = None) -> Decision:
         with self._lock:
             now_ms = self._clock_ms()
             before = self._states.get(model, MachineState())
-            decision, after = machine.allow(before, self._policy_for(model), now_ms)
+            decision, after = machine.allow(before, self._policy_for(model), now_ms, call_id)
             self._states[model] = after
             if after.mode is not before.mode:
                 self._log(model, Transition(before.mode, after.mode, "open_duration_elapsed",
@@ -56,15 +56,23 @@ class InMemoryBreakerStore:
         probe: bool,
         retry_after_s: float | None = None,
         reason: str | None = None,
+        call_id: str | None = None,
     ) -> BreakerState:
         with self._lock:
             state, transition = machine.record(
                 self._states.get(model, MachineState()), self._policy_for(model), outcome,
                 latency_s, self._clock_ms(), probe, retry_after_s=retry_after_s, reason=reason,
+                call_id=call_id,
             )
             self._states[model] = state
             self._log(model, transition)
             return state.mode
+
+    def release(self, model: str, call_id: str) -> None:
+        with self._lock:
+            state = self._states.get(model)
+            if state is not None:
+                self._states[model] = gate.release(state, call_id)
 
     def snapshot(self, model: str) -> ModelHealth:
         with self._lock:

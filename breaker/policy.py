@@ -23,7 +23,13 @@ class BreakerPolicy:
     ``slow_call_rate_threshold`` of 1.0 means slow calls alone never trip the breaker; set it
     lower (e.g. 0.8) to trip when that share of calls in the window is slow.
     ``probe_timeout_s`` bounds a half-open probe round: a probe whose outcome never arrives (its
-    worker died) must not keep the breaker half-open with its budget spent forever.
+    worker died) must not keep the breaker half-open with its budget spent forever. It also
+    bounds how long a call counts as in flight (``breaker.gate``).
+
+    ``gate`` turns on the slow-start gate and the hang detection of ``breaker.gate`` (off in a
+    bare policy, which is then the plain breaker; the factory turns it on as the settings say):
+    at most ``minimum_calls`` calls in flight while the window holds fewer outcomes than that,
+    widening by one per success until ``gate_full_calls``, where it stops limiting.
     """
 
     failure_rate_threshold: float = 0.30
@@ -35,6 +41,8 @@ class BreakerPolicy:
     half_open_probes: int = 3
     quota_default_cooldown_s: float = 60.0
     probe_timeout_s: float = 180.0
+    gate: bool = False
+    gate_full_calls: int = 64
 
     def __post_init__(self) -> None:
         if not isinstance(self.window_s, int) or self.window_s < 1:
@@ -45,6 +53,8 @@ class BreakerPolicy:
             raise ValueError("slow_call_rate_threshold must be in (0, 1]")
         if self.minimum_calls < 1 or self.half_open_probes < 1:
             raise ValueError("minimum_calls and half_open_probes must be >= 1")
+        if self.gate_full_calls < 1:
+            raise ValueError("gate_full_calls must be >= 1")
         durations = (self.open_duration_s, self.slow_call_threshold_s,
                      self.quota_default_cooldown_s, self.probe_timeout_s)
         if min(durations) <= 0:

@@ -56,10 +56,10 @@ class RedisBreakerStore:
         """How many calls failed open because Redis errored."""
         return self.guard.errors
 
-    def allow(self, model: str) -> Decision:
+    def allow(self, model: str, call_id: str | None = None) -> Decision:
         try:
             allowed, probe, reason, retry_at_ms = self._allow(
-                keys=self._keys(model), args=self._args(model)
+                keys=self._keys(model), args=self._args(model, [call_id or ""])
             )
         except REDIS_FAILURES as error:
             self.guard.failed("allow", error)
@@ -80,6 +80,7 @@ class RedisBreakerStore:
         probe: bool,
         retry_after_s: float | None = None,
         reason: str | None = None,
+        call_id: str | None = None,
     ) -> BreakerState:
         """Returns the state after the call; CLOSED when the store is unavailable (fail open)."""
         extra = [
@@ -88,6 +89,7 @@ class RedisBreakerStore:
             int(probe),
             "" if retry_after_s is None else to_ms(retry_after_s),
             reason or "",
+            call_id or "",
         ]
         try:
             mode = self._record(keys=self._keys(model), args=self._args(model, extra))
@@ -96,11 +98,19 @@ class RedisBreakerStore:
             return BreakerState.CLOSED
         return BreakerState(_text(mode))
 
+    def release(self, model: str, call_id: str) -> None:
+        """One ZREM; fails open (the entry expires by itself)."""
+        try:
+            self._redis.zrem(keys.breaker_inflight(model, self._prefix), call_id)
+        except REDIS_FAILURES as error:
+            self.guard.failed("release", error)
+
     def snapshot(self, model: str) -> ModelHealth:
-        now_ms, state_flat, window_flat = self._snapshot(
-            keys=self._keys(model)[:2], args=[self._now_arg()]
+        model_keys = self._keys(model)
+        now_ms, state_flat, window_flat, in_flight_flat = self._snapshot(
+            keys=[model_keys[0], model_keys[1], model_keys[3]], args=[self._now_arg()]
         )
-        state = machine_state(_pairs(state_flat), _pairs(window_flat))
+        state = machine_state(_pairs(state_flat), _pairs(window_flat), in_flight_flat)
         return health(model, state, self._policy_for(model), int(now_ms))
 
     def force_open(self, model: str, reason: str) -> None:
@@ -152,6 +162,7 @@ class RedisBreakerStore:
             keys.breaker_state(model, self._prefix),
             keys.breaker_window(model, self._prefix),
             keys.breaker_events(self._prefix),
+            keys.breaker_inflight(model, self._prefix),
         ]
 
     def _now_arg(self) -> str:
@@ -164,12 +175,16 @@ class RedisBreakerStore:
             to_ms(p.open_duration_s), to_ms(p.slow_call_threshold_s),
             repr(p.slow_call_rate_threshold), p.half_open_probes,
             to_ms(p.quota_default_cooldown_s), to_ms(p.probe_timeout_s), keys.EVENTS_MAXLEN,
-            *extra,
+            int(p.gate), p.gate_full_calls, *extra,
         ]
 
 
-def machine_state(fields: dict[str, str], window_fields: dict[str, str]) -> MachineState:
-    """Rebuild a ``MachineState`` from the two hashes (totals derived from the buckets)."""
+def machine_state(fields: dict[str, str], window_fields: dict[str, str],
+                  in_flight_flat: Sequence[Any] = ()) -> MachineState:
+    """Rebuild a ``MachineState`` from the two hashes (totals derived from the buckets) and the
+    in-flight ZSET (``ZRANGE ... WITHSCORES``, flat)."""
+    in_flight = tuple((_text(in_flight_flat[i]), int(float(_text(in_flight_flat[i + 1]))))
+                      for i in range(0, len(in_flight_flat), 2))
     seconds: dict[int, dict[str, int]] = {}
     for field, value in window_fields.items():
         kind, second = field.split(":", 1)
@@ -195,6 +210,9 @@ def machine_state(fields: dict[str, str], window_fields: dict[str, str]) -> Mach
         cooldown_until_ms=number("cooldown_until_ms"),
         misconfigured_reason=fields.get("misconfigured_reason", ""),
         override_reason=fields.get("override_reason", ""),
+        gate_limit=number("gate_limit"),
+        last_success_ms=number("last_success_ms"),
+        in_flight=in_flight,
     )
 
 

@@ -32,6 +32,8 @@ class Reason(StrEnum):
     QUOTA_COOLDOWN = "quota_cooldown"
     MISCONFIGURED = "misconfigured"
     HALF_OPEN_BUDGET_SPENT = "half_open_budget_spent"
+    GATE_SHUT = "gate_shut"  # slow start: enough calls in flight until results come; wait
+    HANGING = "hanging"  # calls in flight run past the slow threshold unanswered; move on
     DISABLED = "disabled"
     STORE_UNAVAILABLE = "breaker_store_unavailable"
 
@@ -87,6 +89,9 @@ class MachineState:
     """Everything one model's breaker remembers. All times are epoch milliseconds; 0 = unset.
 
     ``calls``/``failures``/``slow`` are running totals over ``buckets`` (oldest first).
+    ``in_flight`` holds the calls admitted and not yet recorded, ``(call_id, started_ms)``
+    ordered by start then id (as the Redis ZSET); ``gate_limit`` is the slow-start gate's width
+    (0 = never widened: ``minimum_calls``); ``last_success_ms`` the last success recorded.
     """
 
     mode: BreakerState = BreakerState.CLOSED
@@ -101,3 +106,6 @@ class MachineState:
     cooldown_until_ms: int = 0
     misconfigured_reason: str = ""
     override_reason: str = ""
+    gate_limit: int = 0
+    last_success_ms: int = 0
+    in_flight: tuple[tuple[str, int], ...] = ()

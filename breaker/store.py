@@ -35,8 +35,13 @@ class Event:
 
 
 class BreakerStore(Protocol):
-    def allow(self, model: str) -> Decision:
-        """May a call to ``model`` start now? Pass ``decision.probe`` back to ``record``."""
+    def allow(self, model: str, call_id: str | None = None) -> Decision:
+        """May a call to ``model`` start now? Pass ``decision.probe`` back to ``record``.
+
+        An admitted call with a ``call_id`` (unique, e.g. ``job_id:uuid8``) counts as in flight
+        for the slow-start gate and hang detection until ``record`` or ``release`` is given the
+        same id (or it expires after the model's timeout plus a margin). A denial with reason
+        ``gate_shut`` is worth waiting on (results are due); ``hanging`` is not."""
         ...
 
     def record(
@@ -48,8 +53,13 @@ class BreakerStore(Protocol):
         probe: bool,
         retry_after_s: float | None = None,
         reason: str | None = None,
+        call_id: str | None = None,
     ) -> BreakerState:
-        """Apply one call's outcome; returns the breaker's state after it."""
+        """Apply one call's outcome (and release ``call_id``); returns the state after it."""
+        ...
+
+    def release(self, model: str, call_id: str) -> None:
+        """The admitted call ``call_id`` ended without an outcome to record."""
         ...
 
     def snapshot(self, model: str) -> ModelHealth: ...

@@ -443,7 +443,9 @@ def _progress_line(event: dict[str, Any]) -> str:
     if event["status"] == "queued":
         parts.append(f"starts in {secs(event.get('eta_start_seconds'))}, "
                      f"ready in {secs(event.get('eta_finish_seconds'))}")
-    if event.get("current_model"):
+    if event.get("waiting_for"):
+        parts.append(event["waiting_for"])
+    elif event.get("current_model"):
         parts.append(f"on {event['current_model']}, ready in {secs(event.get('eta_finish_seconds'))}")
     if event.get("served_by"):
         parts.append(f"served by {event['served_by']}" + (" (fallback)" if event["degraded"] else ""))

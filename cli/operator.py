@@ -169,18 +169,25 @@ def breaker_list(
     if as_json:
         typer.echo(json.dumps({"models": reports}, indent=2))
         return
-    fixed = [Column(name, no_wrap=True) for name in ("state", "health", "failed", "slow", "until")]
+    fixed = [Column(name, no_wrap=True)
+             for name in ("state", "health", "failed", "slow", "running", "until")]
     table = Table(_model_column(), *fixed,
                   title=f"circuit breakers (window: last {settings.breaker_window_s} s)",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for model, report in reports.items():
         window = report["window"]
         until_ms = report["open_until_ms"] or report["cooldown_until_ms"]
         figures = f"{window['failures']}/{window['calls']} ({window['failure_rate']:.0%})"
         table.add_row(model, report["state"], _health(report["colour"]), figures,
-                      str(window["slow"]), _when(until_ms))
+                      str(window["slow"]), _in_flight(report), _when(until_ms))
     console.print(table)
+    console.print("running: calls in flight now / how many the slow-start gate allows (open: no "
+                  "limit), and how many of them are slow", soft_wrap=True, style="dim")
     for model, report in reports.items():
+        if report["hanging"]:
+            console.print(f"[yellow]{model} is hanging: {report['slow_running']} calls run past "
+                          "the slow threshold unanswered; new jobs go to the next model[/]",
+                          soft_wrap=True)
         if report["misconfigured_reason"]:
             console.print(f"[red]{model} is misconfigured: {report['misconfigured_reason']}[/] "
                           f"(fix it, then `imgq breaker reset {model}`)", soft_wrap=True)
@@ -193,6 +200,15 @@ def breaker_list(
         console.print("[bold]last transitions[/]")
     for model, event in events:
         console.print(_transition_line(model, event), soft_wrap=True, highlight=False)
+
+
+def _in_flight(report: dict[str, Any]) -> str:
+    """``3/5`` (three calls under way, the gate allows five), ``3/open``; with the slow ones."""
+    gate = "open" if report["gate_limit"] is None else str(report["gate_limit"])
+    slow = report["slow_running"]
+    shown = f"{report['in_flight']}/{gate}" if report["state"] == "closed" else str(
+        report["in_flight"])
+    return shown + (f" ({slow} slow)" if slow else "")
 
 
 def _transition_line(model: str, event: dict[str, Any]) -> str:

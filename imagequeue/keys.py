@@ -41,6 +41,7 @@ old keys; model names always end a key, so two models can never share one):
     imgq:v1:breaker:state:{model} HASH the breaker machine state (breaker/lua/common.lua)
     imgq:v1:breaker:window:{model} HASH the sliding window, fields c:/f:/s:<second>
     imgq:v1:breaker:events        STREAM every transition of every model
+    imgq:v1:breaker:inflight:{model} ZSET call id -> start (ms) of each call in flight (the gate)
     imgq:v1:limits:concurrency:{model}  ZSET holder -> expiry (ms) of each held slot
     imgq:v1:limits:rate:{model}   ZSET call id -> call time (ms) in the last minute, and :seq
 """
@@ -112,6 +113,11 @@ def breaker_state(model: str, prefix: str = BREAKER_PREFIX) -> str:
 def breaker_window(model: str, prefix: str = BREAKER_PREFIX) -> str:
     """Hash: the sliding window, fields ``c:<second>``, ``f:<second>``, ``s:<second>``."""
     return f"{prefix}:window:{model}"
+
+
+def breaker_inflight(model: str, prefix: str = BREAKER_PREFIX) -> str:
+    """Sorted set: call id -> start (epoch ms) of each call admitted and not yet recorded."""
+    return f"{prefix}:inflight:{model}"
 
 
 def breaker_events(prefix: str = BREAKER_PREFIX) -> str:

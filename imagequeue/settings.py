@@ -264,7 +264,24 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Cooldown after a 429 that carries no Retry-After.")
     breaker_probe_margin_s: float = Field(
         default=30.0, gt=0,
-        description="A probe round lasts the model's timeout plus this, then may start again.")
+        description="A probe round lasts the model's timeout plus this, then may start again. "
+                    "A call counts as in flight for at most as long (a killed worker's call "
+                    "cannot hold the slow-start gate).")
+    breaker_gate: bool = Field(
+        default=True,
+        description="The slow-start gate: while a model's window holds fewer outcomes than "
+                    "IMGQ_BREAKER_MINIMUM_CALLS (cold start, idle spell, Redis loss, just "
+                    "closed), at most that many calls to it are in flight across the cluster; "
+                    "each success widens it by one, each failure narrows it. Also hang "
+                    "detection: calls running past the slow threshold with no success since "
+                    "send new jobs to the next model. false: the plain shared breaker.")
+    breaker_gate_full_calls: int = Field(
+        default=64, ge=1,
+        description="Width at which the slow-start gate stops limiting calls in flight.")
+    breaker_gate_wait_s: float = Field(
+        default=10.0, ge=0,
+        description="How long a job waits at a shut slow-start gate for the model's first "
+                    "results before it goes on to the next model.")
     vendor_rate_window_s: float = Field(
         default=60.0, gt=0,
         description="The window of the catalogue's requests_per_minute limits (60 s; shorter only "

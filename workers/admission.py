@@ -12,6 +12,13 @@ worker cannot leak it. If the cap is full or the rate budget spent, the call wai
 most ``vendor_slot_wait_s``), then the model is skipped: we never send a call the vendor would
 answer with 429.
 
+The slow-start gate (``breaker.gate``) is checked in the same ``allow``. A shut gate means
+results are due, not that the model is bad: the job waits for them, asking again every
+``GATE_POLL_S`` (one Lua call each) for at most ``gate_wait_s``, its claim committed and its
+status saying what it waits for (``on_gate_wait``); then it goes on to the next model. A model
+that hangs is not waited for. Each call carries an id (``job_id:uuid8``) that counts it as in
+flight until its outcome is recorded, or ``released`` gives it back when there is none.
+
 Outcomes map onto the breaker as the error taxonomy says (``providers/errors.py``, and
 docs/architecture.md on the breaker):
 
@@ -25,6 +32,7 @@ docs/architecture.md on the breaker):
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -50,6 +58,7 @@ OUTCOME_OF_ERROR: dict[ErrorClass, Outcome] = {
 }
 
 POLL_INTERVAL_S = 0.05
+GATE_POLL_S = 0.025
 
 
 def breaker_outcome(error: ProviderError | None) -> Outcome:
@@ -74,8 +83,41 @@ def denial_message(decision: Decision, misconfigured_reason: str | None = None) 
             return f"misconfigured: {misconfigured_reason or 'see imgq breaker'}"
         case Reason.HALF_OPEN_BUDGET_SPENT:
             return f"breaker half-open, probes in flight{until}"
+        case Reason.GATE_SHUT:
+            return "slow-start gate shut: no results from the calls in flight in time"
+        case Reason.HANGING:
+            return "calls in flight are hanging (past the slow-call threshold, unanswered)"
         case other:
             return f"breaker denied ({other}){until}"
+
+
+class CallsInFlight:
+    """The calls this process was admitted to make whose outcome is not recorded yet, so that a
+    worker leaving with calls under way gives their places at the slow-start gate back at once
+    (a killed worker's expire after the model's timeout plus a margin)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, str] = {}  # call id -> model
+
+    def add(self, model: str, call_id: str) -> None:
+        with self._lock:
+            self._calls[call_id] = model
+
+    def discard(self, call_id: str) -> None:
+        with self._lock:
+            self._calls.pop(call_id, None)
+
+    def release_all(self, breaker: BreakerStore) -> int:
+        with self._lock:
+            calls, self._calls = self._calls, {}
+        for call_id, model in calls.items():
+            try:
+                breaker.release(model, call_id)
+            except Exception as exc:  # noqa: BLE001 - the entries expire by themselves
+                log.warning("cannot release the %s call %s (it will expire): %s", model,
+                            call_id, exc)
+        return len(calls)
 
 
 @dataclass(frozen=True)
@@ -83,6 +125,7 @@ class LimitsConfig:
     slot_wait_s: float = 2.0
     slot_margin_s: float = 30.0
     rate_window_s: float = 60.0  # the catalogue's limits are per minute
+    gate_wait_s: float = 10.0
 
 
 @dataclass
@@ -92,7 +135,9 @@ class Admission(AttemptHooks):
     After a walk, ``retry_at_ms`` is the earliest moment a denied model may be allowed again
     (None if no denial had a known end) and ``limited`` tells whether a model was skipped only
     because its cap or rate budget was full (worth another try soon). ``on_wait`` runs before
-    each wait for a slot or a rate token (the run's claim commits then, see ``OpenClaim``).
+    each wait for a slot, a rate token or the slow-start gate (the run's claim commits then,
+    see ``OpenClaim``); ``on_gate_wait(index, model, why)`` when the job starts waiting at a
+    model's gate.
     """
 
     breaker: BreakerStore
@@ -100,31 +145,42 @@ class Admission(AttemptHooks):
     job_id: str
     config: LimitsConfig = field(default_factory=LimitsConfig)
     on_wait: Callable[[], None] = lambda: None
+    on_gate_wait: Callable[[int, ModelSpec, str], None] = lambda index, model, why: None
     retry_at_ms: int | None = None
     limited: bool = False
     _probes: dict[str, bool] = field(default_factory=dict)
     _holders: dict[str, str] = field(default_factory=dict)
+    in_flight: CallsInFlight = field(default_factory=CallsInFlight)
+    _calls: dict[str, str] = field(default_factory=dict)
 
     def before(self, index: int, model: ModelSpec) -> str | None:
-        decision = self.breaker.allow(model.id)
+        call_id = f"{self.job_id}:{uuid.uuid4().hex[:8]}"
+        decision = self._allow(index, model, call_id)
         if not decision.allowed:
             self._note_retry_at(decision.retry_at_ms)
             return denial_message(decision, self._misconfigured_reason(decision, model))
+        self._calls[model.id] = call_id
+        self.in_flight.add(model.id, call_id)
         limit_reason = self._take_slot(model)
         if limit_reason is not None:
             self.limited = True
+            self._release_call(model)
             return limit_reason
         self._probes[model.id] = decision.probe
         return None
 
     def after(self, model: ModelSpec, outcome: str, latency_s: float,
               error: ProviderError | None) -> None:
+        call_id = self._calls.pop(model.id, None)
+        if call_id is not None:
+            self.in_flight.discard(call_id)
         self.breaker.record(
             model.id, breaker_outcome(error), latency_s, probe=self._probes.pop(model.id, False),
             retry_after_s=error.retry_after_s if error is not None else None,
-            reason=error.message if error is not None else None)
+            reason=error.message if error is not None else None, call_id=call_id)
 
     def released(self, model: ModelSpec) -> None:
+        self._release_call(model)  # only if no outcome was recorded (an unexpected error)
         holder = self._holders.pop(model.id, None)
         if holder is None:
             return
@@ -132,6 +188,30 @@ class Admission(AttemptHooks):
             self.limits.release(model.id, holder)
         except Exception as exc:  # noqa: BLE001 - the slot expires by itself
             log.warning("cannot release the %s slot (it will expire): %s", model.id, exc)
+
+    def _allow(self, index: int, model: ModelSpec, call_id: str) -> Decision:
+        """The breaker's answer, after waiting up to ``gate_wait_s`` at a shut gate."""
+        decision = self.breaker.allow(model.id, call_id)
+        if decision.reason != Reason.GATE_SHUT:
+            return decision
+        give_up_at = time.monotonic() + self.config.gate_wait_s
+        self.on_gate_wait(index, model, f"waiting for first results from {model.shown_name}")
+        while decision.reason == Reason.GATE_SHUT and (left_s := give_up_at - time.monotonic()) > 0:
+            self.on_wait()
+            time.sleep(min(GATE_POLL_S, left_s))
+            decision = self.breaker.allow(model.id, call_id)
+        return decision
+
+    def _release_call(self, model: ModelSpec) -> None:
+        call_id = self._calls.pop(model.id, None)
+        if call_id is None:
+            return
+        self.in_flight.discard(call_id)
+        try:
+            self.breaker.release(model.id, call_id)
+        except Exception as exc:  # noqa: BLE001 - the entry expires by itself
+            log.warning("cannot release the %s call %s (it will expire): %s", model.id, call_id,
+                        exc)
 
     def _take_slot(self, model: ModelSpec) -> str | None:
         """Take a concurrency slot and a rate token within the wait budget; else why not."""

@@ -77,7 +77,8 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     _State.heartbeat = Heartbeat(ctx.redis, name, slots, ctx.settings.worker_heartbeat_s,
                                  WorkerIdentity.of_this_process(ctx.leases.worker_id))
     _State.drain = Drain(ctx.leases, ctx.settings.worker_shutdown_grace_s,
-                         draining=_State.heartbeat.drain, leave=_leave)
+                         draining=_State.heartbeat.drain, leave=_leave,
+                         release_calls=lambda: ctx.calls.release_all(ctx.breaker))
     _State.heartbeat.start()
     ctx.leases.start()
     ctx.index.wake()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 import redis
@@ -26,6 +26,7 @@ from storage.blobs import BlobStore
 from storage.db import make_engine, make_sessionmaker
 from storage.factory import make_blob_store
 from throttle import VendorLimits
+from workers.admission import CallsInFlight
 from workers.leases import LeaseKeeper
 
 
@@ -42,6 +43,7 @@ class WorkerContext:
     limits: VendorLimits
     leases: LeaseKeeper
     counters: TenantCounters  # the tenants' queued and budget levels, settled as jobs end
+    calls: CallsInFlight = field(default_factory=CallsInFlight)  # given back as the worker leaves
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerContext:

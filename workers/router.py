@@ -3,7 +3,8 @@
 A job-level error (invalid request, content policy) stops the walk: another model would refuse the
 same prompt. Anything else moves on to the next candidate. Hooks see every attempt: ``before`` may
 veto a model (the breaker, the vendor limits), ``after`` learns the outcome, and ``released``
-runs once the call is over whatever happened, so a slot taken in ``before`` is always given back.
+runs once the call is over whatever happened (after ``after`` when there is an outcome), so a slot
+taken in ``before`` is always given back.
 """
 
 from __future__ import annotations
@@ -135,10 +136,11 @@ def walk(models: list[ModelSpec], request: GenerationRequest, call: Caller,
                 return outcome
             outcome.last_failure = exc
             continue
+        else:
+            latency_s = time.perf_counter() - clock
+            hooks.after(model, SUCCESS, latency_s, None)
         finally:
             hooks.released(model)
-        latency_s = time.perf_counter() - clock
-        hooks.after(model, SUCCESS, latency_s, None)
         outcome.attempts.append(AttemptRecord(
             model.id, started, int(latency_s * 1000), SUCCESS, 200,
             result.request_id, result.cost_usd))

@@ -168,7 +168,8 @@ def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None, claim: Ope
     models = candidates(ctx.catalogue, job.route, job.requested_model)
     admission = Admission(ctx.breaker, ctx.limits, job.id, LimitsConfig(
         ctx.settings.vendor_slot_wait_s, ctx.settings.vendor_slot_margin_s,
-        ctx.settings.vendor_rate_window_s), on_wait=claim.commit_early)
+        ctx.settings.vendor_rate_window_s, ctx.settings.breaker_gate_wait_s),
+        on_wait=claim.commit_early, in_flight=ctx.calls)
     resumed = _resume(ctx, pending, request, admission) if pending is not None else None
     if resumed is not None and (resumed.result is not None or resumed.job_failed):
         return resumed, admission, [pending.row_id] if pending else []
@@ -179,6 +180,7 @@ def _route(ctx: WorkerContext, job: Job, pending: PendingTask | None, claim: Ope
                              decode_fully=ctx.settings.verify_images_fully)
 
     telemetry_hooks = TelemetryHooks(ctx, job.id, tuple(m.id for m in models))
+    admission.on_gate_wait = telemetry_hooks.waiting
     outcome = walk(models, request, call, CompositeHooks([admission, telemetry_hooks, journal]))
     telemetry_hooks.walked()
     if resumed is None or pending is None:
@@ -222,13 +224,20 @@ class TelemetryHooks(AttemptHooks):
         self.model_index, self.attempt_started_s = 0, self.job_started_s
 
     def before(self, index: int, model: ModelSpec) -> str | None:
+        self._mark(index)
+        return None
+
+    def waiting(self, index: int, model: ModelSpec, why: str) -> None:
+        """The job waits at ``model``'s slow-start gate (``why``, shown in its status)."""
+        self._mark(index, why)
+
+    def _mark(self, index: int, waiting_for: str | None = None) -> None:
         self.model_index, self.attempt_started_s = index, time.time()
         try:
             telemetry.mark_attempt(self.ctx.redis, self.job_id, self.route, index,
-                                   self.job_started_s)
+                                   self.job_started_s, waiting_for)
         except redis.RedisError as exc:  # ETAs get worse; the job goes on
             log.warning("cannot record running job %s: %s", self.job_id, exc)
-        return None
 
     def walked(self) -> None:
         """The walk is over: its length (calls and admission waits) tells the slot overhead."""

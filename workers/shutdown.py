@@ -5,8 +5,9 @@ its slots, and Celery stops consuming; a job it had reserved but not started is 
 instead of run. Running jobs may finish for ``IMGQ_WORKER_SHUTDOWN_GRACE_S``; then every job it
 still holds is handed back at once (``LeaseKeeper.hand_back``: the leases expire now and the
 scheduler's next sweep puts the jobs back at their places, long before ``IMGQ_LEASE_S`` would
-have) and the process exits 0 without waiting for the calls still under way: a thread cannot be
-stopped, and what it would record is dropped (the call is on record as lost, as after a crash).
+have), the calls still under way give their places at the breaker's slow-start gate back, and the
+process exits 0 without waiting for them: a thread cannot be stopped, and what it would record
+is dropped (the call is on record as lost, as after a crash).
 A cold shutdown (SIGQUIT, a second Ctrl-C) hands back at once.
 
 Not Celery's soft shutdown (``worker_soft_shutdown_timeout``): it starts on SIGQUIT (on SIGTERM
@@ -28,9 +29,10 @@ log = logging.getLogger(__name__)
 
 class Drain:
     def __init__(self, keeper: LeaseKeeper, grace_s: float, *, draining: Callable[[], None],
-                 leave: Callable[[], None]) -> None:
+                 leave: Callable[[], None], release_calls: Callable[[], int] = lambda: 0) -> None:
         self.keeper = keeper
         self.grace_s = grace_s
+        self._release_calls = release_calls  # the breaker's in-flight entries of this process
         self._draining = draining  # the heartbeat: no free slot here any more
         self._leave = leave  # heartbeat entry and metrics port gone
         self.started = threading.Event()
@@ -74,8 +76,9 @@ class Drain:
             if self.keeper.wait_empty(grace_s):
                 return  # Celery finishes the shutdown; ``end`` runs then
         handed = self.keeper.hand_back()
+        released = self._release_calls()
         log.warning("shutting down: %d jobs still running handed back to their places in the "
-                    "queue; exiting now", len(handed))
+                    "queue (%d vendor calls abandoned); exiting now", len(handed), released)
         self._leave()
         logging.shutdown()
         os._exit(0)

@@ -35,7 +35,8 @@ def progress_event(view: JobView) -> dict[str, Any]:
     job = view.job
     return {"id": job.id, "status": job.status, "queue_position": view.queue_position,
             "eta_start_seconds": view.eta_start_s, "eta_finish_seconds": view.eta_finish_s,
-            "current_model": view.current_model, "served_by": job.served_by,
+            "current_model": view.current_model, "waiting_for": view.waiting_for,
+            "served_by": job.served_by,
             "degraded": job.degraded, "notice": view.notice,
             "error": {"type": job.error_type, "message": job.error_message} if job.error_type else None}
 

@@ -38,7 +38,7 @@ def job_out(view: JobView, base_url: str) -> JobOut:
         degraded=job.degraded, notice=view.notice, queue_position=view.queue_position,
         eta_start_seconds=view.eta_start_s, eta_finish_seconds=view.eta_finish_s,
         current_model=view.current_model, expected_remaining_seconds=view.expected_remaining_s,
-        priority=job.priority,
+        waiting_for=view.waiting_for, priority=job.priority,
         lane=job.lane, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, cost_usd=job.cost_usd, error=error,
         images=[ImageOut(index=k, url=f"{base_url}/v1/jobs/{job.id}/images/{k}",

@@ -147,6 +147,13 @@
         : `${latency(m.p50_latency_s)} vs ${latency(m.baseline_latency_s)} baseline` +
           ` (×${m.p50_vs_baseline}, last ${plural(m.p50_calls, "call")})`],
     ];
+    if (m.breaker_state === "closed") {
+      const slow = m.slow_running ? `, ${m.slow_running} slow` : "";
+      rows.push(["in flight", m.gate_limit === null
+        ? `${plural(m.in_flight, "call")}${slow} · gate open`
+        : `${m.in_flight} of at most ${m.gate_limit}${slow} · slow start`]);
+    }
+    if (w.calls) rows.push(["slow", `${w.slow} of ${plural(w.calls, "call")} in the last ${w.seconds} s`]);
     const figures = rows.map(([label, value]) =>
       el("div", {}, el("dt", {}, label), el("dd", {}, value)));
     if (m.open_until_ms !== null) {

@@ -1,5 +1,5 @@
 -- allow: may a call to this model start now? One round trip, atomic across all workers.
--- Keys and ARGV 1-12: see common.lua. No script-specific ARGV.
+-- Keys and ARGV 1-14: see common.lua. Then: 15 call_id ("" = not tracked).
 -- Returns {allowed 0/1, probe 0/1, reason or "", retry_at_ms or -1}.
 
 local s = load_state()
@@ -10,6 +10,8 @@ end
 if s.mode == 'disabled' then return answer(1, 0, 'disabled', -1) end
 if s.misconfigured_reason ~= '' then return answer(0, 0, 'misconfigured', -1) end
 if s.mode == 'forced_open' then return answer(0, 0, 'forced_open', -1) end
+local call_id = ARGV[15]
+if policy.gate then drop_expired_calls() end
 
 local before = s.mode
 local changed = false
@@ -36,6 +38,22 @@ if s.mode == 'half_open' then
     return answer(0, 0, 'half_open_budget_spent', s.probe_round_until_ms)
   end
   redis.call('HINCRBY', KEYS[1], 'probes_admitted', 1)
+  admit_call(call_id)
   return answer(1, 1, '', -1)
 end
+if policy.gate then
+  local calls_before = s.calls
+  trim(s)
+  if hanging(s) then
+    s.gate_limit = policy.minimum_calls
+    save_state(s)
+    return answer(0, 0, 'hanging', -1)
+  end
+  if s.calls ~= calls_before then save_state(s) end
+  local width = gate_limit(s)
+  if width and redis.call('ZCARD', KEYS[4]) >= width then
+    return answer(0, 0, 'gate_shut', -1)
+  end
+end
+admit_call(call_id)
 return answer(1, 0, '', -1)

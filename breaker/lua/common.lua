@@ -11,13 +11,17 @@
 --                                 of that second; expires window_s + 1 s after the last call.
 --   KEYS[3] <p>:events      stream  one entry per transition: model, from, to, reason, calls,
 --                                 failures, slow, at_ms (MAXLEN ~ ARGV[12])
+--   KEYS[4] <p>:inflight:<m> zset  call_id -> start ms of the calls admitted and not yet
+--                                 recorded (gate on only); expires probe_timeout_ms after the
+--                                 last admission.
 --
 -- ARGV (policy values travel with every call, so no configuration lives in Redis):
 --   1 now_ms override ("" = use redis TIME; only tests set it)   2 model
 --   3 failure_rate_threshold  4 window_s  5 minimum_calls  6 open_duration_ms
 --   7 slow_call_threshold_ms  8 slow_call_rate_threshold  9 half_open_probes
 --   10 quota_default_cooldown_ms  11 probe_timeout_ms  12 events_maxlen
---   13.. per script (see each file)
+--   13 gate 0/1  14 gate_full_calls
+--   15.. per script (see each file)
 -- All times are epoch milliseconds; 0 = unset.
 
 local IDLE_EXPIRE_MS = 7 * 24 * 3600 * 1000
@@ -34,12 +38,14 @@ local policy = {
   slow_call_threshold_ms = tonumber(ARGV[7]), slow_call_rate_threshold = tonumber(ARGV[8]),
   half_open_probes = tonumber(ARGV[9]), quota_default_cooldown_ms = tonumber(ARGV[10]),
   probe_timeout_ms = tonumber(ARGV[11]), events_maxlen = tonumber(ARGV[12]),
+  gate = ARGV[13] == '1', gate_full_calls = tonumber(ARGV[14]),
 }
 local model = ARGV[2]
 local now = clock_ms()
 
 local NUMBERS = {'open_until_ms', 'probe_round_until_ms', 'probes_admitted', 'probe_successes',
-                 'cooldown_until_ms', 'calls', 'failures', 'slow'}
+                 'cooldown_until_ms', 'calls', 'failures', 'slow', 'gate_limit',
+                 'last_success_ms'}
 
 local function load_state()
   local flat = redis.call('HGETALL', KEYS[1])
@@ -76,4 +82,65 @@ local function start_probe_round(s)
   s.probes_admitted = 0
   s.probe_successes = 0
   s.probe_round_until_ms = now + policy.probe_timeout_ms
+end
+
+-- The sliding window (breaker/window.py): drop the seconds that have left it from the totals.
+local function trim(s)
+  if redis.call('EXISTS', KEYS[2]) == 0 then  -- expired with its buckets: nothing in the window
+    s.calls, s.failures, s.slow = 0, 0, 0
+    return
+  end
+  local oldest = math.floor(now / 1000) - policy.window_s + 1
+  local totals = {c = 'calls', f = 'failures', s = 'slow'}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if tonumber(string.sub(field, 3)) < oldest then
+      local total = totals[string.sub(field, 1, 1)]
+      s[total] = s[total] - tonumber(redis.call('HGET', KEYS[2], field))
+      redis.call('HDEL', KEYS[2], field)
+    end
+  end
+end
+
+-- The slow-start gate and hang detection (breaker/gate.py).
+local function drop_expired_calls()
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf',
+             '(' .. string.format('%d', now - policy.probe_timeout_ms))
+end
+
+local function hanging(s)
+  local since = '(' .. string.format('%d', now - policy.slow_call_threshold_ms)
+  local newest = redis.call('ZREVRANGEBYSCORE', KEYS[4], since, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if #newest == 0 then return false end
+  return s.last_success_ms < tonumber(newest[2]) + policy.slow_call_threshold_ms
+end
+
+local function gate_limit(s)  -- nil: the gate does not limit; s is trimmed to now
+  if s.calls < policy.minimum_calls then return policy.minimum_calls - s.failures end
+  local width = policy.minimum_calls
+  if s.gate_limit > width then width = s.gate_limit end
+  if width >= policy.gate_full_calls then return nil end
+  return width
+end
+
+local function admit_call(call_id)
+  if not policy.gate or call_id == '' then return end
+  redis.call('ZADD', KEYS[4], string.format('%d', now), call_id)
+  redis.call('PEXPIRE', KEYS[4], policy.probe_timeout_ms)
+end
+
+local function gate_after_outcome(s, succeeded)
+  local width = s.gate_limit
+  if width < policy.minimum_calls then width = policy.minimum_calls end
+  if succeeded then
+    width = width + 1
+  elseif width - 1 > policy.minimum_calls then
+    width = width - 1
+  else
+    width = policy.minimum_calls
+  end
+  if s.calls <= policy.minimum_calls and width > policy.minimum_calls + s.calls then
+    width = policy.minimum_calls + s.calls
+  end
+  if width > policy.gate_full_calls then width = policy.gate_full_calls end
+  s.gate_limit = width
 end

@@ -1,8 +1,8 @@
--- override: an operator's command. Keys and ARGV 1-12: see common.lua. Then:
---   13 action (force_open|disable|reset)  14 reason (for force_open)
+-- override: an operator's command. Keys and ARGV 1-14: see common.lua. Then:
+--   15 action (force_open|disable|reset)  16 reason (for force_open)
 -- Returns the state after the command.
 
-local action, reason = ARGV[13], ARGV[14]
+local action, reason = ARGV[15], ARGV[16]
 local s = load_state()
 local before = s.mode
 if action == 'force_open' then
@@ -16,7 +16,7 @@ elseif action == 'disable' then
   save_state(s)
   emit(s, before, s.mode, 'disabled')
 elseif action == 'reset' then
-  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4])
   s = load_state()
   emit(s, before, 'closed', 'reset')
 else

@@ -1,10 +1,12 @@
 -- record: apply one call's outcome. One round trip, atomic across all workers.
--- Keys and ARGV 1-12: see common.lua. Then:
---   13 outcome (success|failure|quota|misconfigured|ignored)  14 latency_ms  15 was_probe 0/1
---   16 retry_after_ms ("" = policy default)  17 reason (for misconfigured)
+-- Keys and ARGV 1-14: see common.lua. Then:
+--   15 outcome (success|failure|quota|misconfigured|ignored)  16 latency_ms  17 was_probe 0/1
+--   18 retry_after_ms ("" = policy default)  19 reason (for misconfigured)
+--   20 call_id ("" = none): no longer in flight, whatever the outcome
 -- Returns the state after the call (mode).
 
-local outcome, latency_ms, was_probe = ARGV[13], tonumber(ARGV[14]), ARGV[15] == '1'
+local outcome, latency_ms, was_probe = ARGV[15], tonumber(ARGV[16]), ARGV[17] == '1'
+if ARGV[20] ~= '' then redis.call('ZREM', KEYS[4], ARGV[20]) end
 local s = load_state()
 local mode = s.mode
 if mode == 'disabled' or outcome == 'ignored' and not (was_probe and mode == 'half_open') then
@@ -14,22 +16,6 @@ end
 local function return_probe_slot()
   if was_probe and s.mode == 'half_open' and s.probes_admitted > 0 then
     s.probes_admitted = s.probes_admitted - 1
-  end
-end
-
-local function trim()
-  if redis.call('EXISTS', KEYS[2]) == 0 then  -- expired with its buckets: nothing in the window
-    s.calls, s.failures, s.slow = 0, 0, 0
-    return
-  end
-  local oldest = math.floor(now / 1000) - policy.window_s + 1
-  local totals = {c = 'calls', f = 'failures', s = 'slow'}
-  for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
-    if tonumber(string.sub(field, 3)) < oldest then
-      local total = totals[string.sub(field, 1, 1)]
-      s[total] = s[total] - tonumber(redis.call('HGET', KEYS[2], field))
-      redis.call('HDEL', KEYS[2], field)
-    end
   end
 end
 
@@ -73,7 +59,7 @@ if outcome == 'ignored' then
 end
 if outcome == 'quota' then
   local cooldown_ms = policy.quota_default_cooldown_ms
-  if ARGV[16] ~= '' then cooldown_ms = tonumber(ARGV[16]) end
+  if ARGV[18] ~= '' then cooldown_ms = tonumber(ARGV[18]) end
   if now + cooldown_ms > s.cooldown_until_ms then s.cooldown_until_ms = now + cooldown_ms end
   return_probe_slot()
   save_state(s)
@@ -81,7 +67,7 @@ if outcome == 'quota' then
   return s.mode
 end
 if outcome == 'misconfigured' then
-  s.misconfigured_reason = ARGV[17] ~= '' and ARGV[17] or 'misconfigured'
+  s.misconfigured_reason = ARGV[19] ~= '' and ARGV[19] or 'misconfigured'
   save_state(s)
   emit(s, mode, mode, 'misconfigured')
   return s.mode
@@ -89,8 +75,10 @@ end
 
 local failed = outcome == 'failure'
 if mode == 'closed' then
-  trim()
+  trim(s)
   add_call(failed, latency_ms > policy.slow_call_threshold_ms)
+  if not failed then s.last_success_ms = now end
+  if policy.gate then gate_after_outcome(s, not failed) end
   local why = trip_reason()
   if why then open('closed', why) else save_state(s) end
 elseif mode == 'half_open' and was_probe then
@@ -98,10 +86,11 @@ elseif mode == 'half_open' and was_probe then
     open('half_open', 'probe_failed')
   else
     s.probe_successes = s.probe_successes + 1
+    s.last_success_ms = now
     if s.probe_successes >= policy.half_open_probes then
       redis.call('DEL', KEYS[2])
       s.mode = 'closed'
-      s.calls, s.failures, s.slow = 0, 0, 0
+      s.calls, s.failures, s.slow, s.gate_limit = 0, 0, 0, 0
       s.probes_admitted, s.probe_successes, s.open_until_ms, s.probe_round_until_ms = 0, 0, 0, 0
       save_state(s)
       emit(s, 'half_open', 'closed', 'probes_succeeded')

@@ -54,7 +54,9 @@ def kill_worker(lab: FaultLab, jobs: int = 16, latency_s: float = 3.0,
 
 def kill_while_polling(lab: FaultLab, jobs: int = 8, latency_s: float = 4.0) -> FaultResult:
     """SIGKILL a worker while it polls BFL tasks (submit + poll)."""
-    with lab.scenario("kill-polling", latency_s) as run:
+    # Every job polls at once on a model nothing has called yet: the slow-start gate would hold
+    # all but minimum_calls of them back until the first results, so it is off here.
+    with lab.scenario("kill-polling", latency_s, {"IMGQ_BREAKER_GATE": "false"}) as run:
         ids = run.submit(jobs, model="flux-2-pro")
         pid = worker_pid(run.stack)
 
@@ -103,7 +105,9 @@ def killed_during_database_outage(lab: FaultLab, latency_s: float = 1.0) -> Faul
     """PostgreSQL stopped while calls run; once a worker has its paid results and cannot record
     them, it is SIGKILLed; then PostgreSQL starts again. The jobs it held finish from the results
     it kept in the blob store, without calling a vendor again."""
-    with lab.scenario("database-down-kill", latency_s) as run:
+    # Every call starts at once on a model nothing has called yet: without the slow-start gate,
+    # which would hold all but minimum_calls of them back until the first results.
+    with lab.scenario("database-down-kill", latency_s, {"IMGQ_BREAKER_GATE": "false"}) as run:
         ids = run.submit(8)  # a slot for each (2 workers x 4): every call starts at once
         pid = worker_pid(run.stack)
         wait_until(lambda: len(run.ledger()) == len(ids), "every job's call is in flight", 30)

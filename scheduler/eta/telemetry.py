@@ -33,6 +33,8 @@ class RunningInfo:
     attempt_started_s: float
     walk_ended_s: float | None = None
     """Set once the job's walk is over (it is storing its images, or parking): no call is left."""
+    waiting_for: str | None = None
+    """Why the job waits before calling its model (its slow-start gate is shut), in words."""
 
     @property
     def model(self) -> str:
@@ -52,18 +54,23 @@ class LatencySample(NamedTuple):
 
 
 def mark_attempt(client: redis.Redis, job_id: str, route: tuple[str, ...], model_index: int,
-                 job_started_s: float) -> None:
+                 job_started_s: float, waiting_for: str | None = None) -> None:
+    """The job is trying ``route[model_index]`` (or, ``waiting_for`` in words, waits to)."""
     client.hset(keys.RUNNING, job_id,
-                _running_entry(route, model_index, job_started_s, time.time()))
+                _running_entry(route, model_index, job_started_s, time.time(),
+                               waiting_for=waiting_for))
 
 
 def _running_entry(route: tuple[str, ...], model_index: int, job_started_s: float,
-                   attempt_started_s: float, walk_ended_s: float | None = None) -> str:
+                   attempt_started_s: float, walk_ended_s: float | None = None,
+                   waiting_for: str | None = None) -> str:
     info: dict[str, Any] = {"route": list(route), "model_index": model_index,
                             "job_started_s": job_started_s,
                             "attempt_started_s": attempt_started_s}
     if walk_ended_s is not None:
         info["walk_ended_s"] = walk_ended_s
+    if waiting_for is not None:
+        info["waiting_for"] = waiting_for
     return json.dumps(info)
 
 
@@ -120,7 +127,7 @@ def _running_info(job_id: str, info: dict[str, Any]) -> RunningInfo:
     ended = info.get("walk_ended_s")
     return RunningInfo(job_id, tuple(info["route"]), int(info["model_index"]),
                        float(info["job_started_s"]), float(info["attempt_started_s"]),
-                       None if ended is None else float(ended))
+                       None if ended is None else float(ended), info.get("waiting_for"))
 
 
 def latency_samples(client: redis.Redis, models: list[str]) -> dict[str, list[LatencySample]]:

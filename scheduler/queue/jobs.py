@@ -66,6 +66,7 @@ class JobView:
     current_model: str | None = None
     expected_remaining_s: float | None = None
     notice: str | None = None  # for the end user, when the job was not served as asked
+    waiting_for: str | None = None  # running, but waiting before its call (a slow-start gate)
 
 
 class JobQueue:
@@ -260,7 +261,8 @@ class JobQueue:
                 return JobView(job, None)
             remaining = (snap.model_remaining_s(running.model, time.time() - running.attempt_started_s)
                          if snap else None)
-            return JobView(job, None, 0.0, remaining, running.model, remaining)
+            return JobView(job, None, 0.0, remaining, running.model, remaining,
+                           waiting_for=running.waiting_for)
         return JobView(job, None)
 
     def cancel(self, tenant_id: str, job_id: str) -> Job:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
+import redis
 
-from breaker import BreakerState, InMemoryBreakerStore
+from breaker import BreakerPolicy, BreakerState, BreakerStore, InMemoryBreakerStore, RedisBreakerStore
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
 from providers.types import GeneratedImage, GenerationRequest, GenerationResult
 from tests.breaker.conftest import Clock
 from tests.workers.conftest import POLICY
 from throttle import VendorLimits
-from workers.admission import Admission, LimitsConfig
+from workers.admission import Admission, CallsInFlight, LimitsConfig
 from workers.router import SKIPPED, SUCCESS, walk
 
 REQUEST = GenerationRequest(prompt="a lighthouse at dusk")
@@ -157,3 +162,117 @@ def test_concurrent_jobs_never_exceed_the_cap(
         t.join()
     assert peak[0] == 2
     assert results == [SUCCESS] * 8
+
+
+GATED = BreakerPolicy(window_s=10, minimum_calls=2, gate=True, gate_full_calls=64,
+                      slow_call_threshold_s=60.0, probe_timeout_s=60.0)
+
+
+def gated_admission(breaker: BreakerStore, limits: VendorLimits, job: str,
+                    gate_wait_s: float = 5.0, **hooks: Any) -> Admission:
+    return Admission(breaker, limits, job, LimitsConfig(slot_wait_s=0.2, slot_margin_s=5,
+                                                        gate_wait_s=gate_wait_s), **hooks)
+
+
+@pytest.fixture()
+def make_redis_store(clean_redis: str, clock: Clock
+                     ) -> Iterator[Callable[[BreakerPolicy], RedisBreakerStore]]:
+    client = redis.Redis.from_url(clean_redis)
+    yield lambda policy: RedisBreakerStore(client, lambda _model: policy, clock_ms=clock)
+    client.close()
+
+
+@pytest.fixture()
+def shared(clean_redis: str) -> Iterator[RedisBreakerStore]:
+    client = redis.Redis.from_url(clean_redis)
+    yield RedisBreakerStore(client, lambda _model: GATED)
+    client.close()
+
+
+def test_a_job_at_a_shut_gate_waits_for_the_first_results_then_calls_the_same_model(
+        shared: RedisBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
+    first = models[0].id
+    answer = threading.Event()
+    started = threading.Barrier(3)
+
+    def slow_call(model: ModelSpec, _request: GenerationRequest) -> GenerationResult:
+        started.wait(5)
+        assert answer.wait(5)
+        return IMAGE
+
+    running = [threading.Thread(target=walk, args=(models, REQUEST, slow_call,
+                                                   gated_admission(shared, limits, f"job_{k}")))
+               for k in range(2)]
+    for thread in running:
+        thread.start()
+    started.wait(5)  # both calls the cold gate admits are in flight
+    assert shared.snapshot(first).in_flight == 2
+    waits: list[str] = []
+    commits: list[int] = []
+    hooks = gated_admission(shared, limits, "job_waits",
+                            on_gate_wait=lambda index, model, why: waits.append(why),
+                            on_wait=lambda: commits.append(1))
+    threading.Timer(0.3, answer.set).start()
+    outcome = walk(models, REQUEST, failing_model("none"), hooks)
+    for thread in running:
+        thread.join(5)
+
+    assert outcome.served_by == first  # it waited for evidence instead of failing over
+    assert waits == [f"waiting for first results from {models[0].shown_name}"]
+    assert commits  # its claim committed while it waited
+    health = shared.snapshot(first)
+    assert (health.in_flight, health.calls, health.failures) == (0, 3, 0)
+
+
+def test_a_gate_shut_longer_than_the_wait_sends_the_job_to_the_next_model(
+        shared: RedisBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
+    first = models[0].id
+    for k in range(2):
+        assert shared.allow(first, f"stuck_{k}:call").allowed  # calls whose results are late
+    hooks = gated_admission(shared, limits, "job_moves_on", gate_wait_s=0.2)
+    begun = time.monotonic()
+    outcome = walk(models, REQUEST, failing_model("none"), hooks)
+    assert 0.2 <= time.monotonic() - begun < 2.0
+    assert outcome.served_by == models[1].id
+    assert outcome.attempts[0].message is not None
+    assert outcome.attempts[0].message.startswith("slow-start gate shut")
+
+
+def test_a_hanging_model_is_skipped_at_once(make_redis_store: Any, limits: VendorLimits,
+                                            models: list[ModelSpec], clock: Clock) -> None:
+    store = make_redis_store(replace(GATED, slow_call_threshold_s=1.0))
+    first = models[0].id
+    assert store.allow(first, "hung:call").allowed
+    clock.advance(1.5)
+    begun = time.monotonic()
+    outcome = walk(models, REQUEST, failing_model("none"),
+                   gated_admission(store, limits, "job_after_hang"))
+    assert time.monotonic() - begun < 1.0  # not waited for
+    assert outcome.served_by == models[1].id
+    assert outcome.attempts[0].message is not None and "hanging" in outcome.attempts[0].message
+    assert store.snapshot(first).hanging
+
+
+def test_every_way_a_call_ends_gives_its_place_back(
+        shared: RedisBreakerStore, limits: VendorLimits, models: list[ModelSpec]) -> None:
+    first = models[0]
+
+    def broken(model: ModelSpec, _request: GenerationRequest) -> GenerationResult:
+        raise RuntimeError("a bug in an adapter")
+
+    with pytest.raises(RuntimeError):
+        walk([first], REQUEST, broken, gated_admission(shared, limits, "job_bug"))
+    walk([first], REQUEST, failing_model(first.id), gated_admission(shared, limits, "job_err"))
+    walk([first], REQUEST, failing_model("none"), gated_admission(shared, limits, "job_ok"))
+    capped = first.model_copy(update={"max_concurrency": 1})
+    assert limits.acquire(capped.id, 1, "someone_else", 30)  # the cap is full: no call
+    walk([capped], REQUEST, failing_model("none"), gated_admission(shared, limits, "job_cap"))
+    assert shared.snapshot(first.id).in_flight == 0
+
+    shared.reset(first.id)  # one failure in two calls opened it
+    calls = CallsInFlight()  # a worker leaving with calls under way
+    for k in range(2):
+        gated_admission(shared, limits, f"job_{k}", in_flight=calls).before(0, first)
+    assert shared.snapshot(first.id).in_flight == 2
+    assert calls.release_all(shared) == 2
+    assert shared.snapshot(first.id).in_flight == 0
