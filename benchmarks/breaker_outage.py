@@ -16,10 +16,10 @@ simulator's call log. Breaker: window 10 s, minimum 4 calls, open 10 s, 2 probes
 allowed_fails=3, cooldown_time=10, num_retries=0. Every model answers in about 0.15 s.
 
 Scenarios: (a) the first model 100 % 503 from the start, a burst of 50 jobs per process, P = 1,
-2, 4; (b) healthy, then 100 % 503 for 30 s, then healthy, jobs at 8/s: seconds from recovery
+2, 4; (b) healthy 5 s, then 100 % 503 for 30 s, then healthy, jobs at 8/s for 45 s: seconds from recovery
 until the first model serves >= 90 % of the jobs submitted in each second from then on;
 (c) the first model hangs (accepts, never answers; call timeout 10 s) for 30 s, jobs at 4/s:
-slot-seconds held by calls to it; (healthy) no fault, a burst: seconds until 16 calls are in
+slot-seconds held by calls to it (4/s for 30 s); (healthy) no fault, a burst: seconds until 16 calls are in
 flight at the simulator at once, and that in model latencies. Everything is on loopback: a
 private redis-server, the simulator and the stack are started here and stopped at the end.
 """
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
             wait_http(f"{simulator_url}/_sim/health", proc=simulator)
             for name in args.scenarios.split(","):
                 scenario = scenario_as_asked(name, args)
-                print(f"\n({scenario.name}) {scenario.title}")
+                print(f"\n({scenario.name}) {scenario.describe()}")
                 print(table.header(scenario), flush=True)
                 for processes in scenario.processes:
                     for design in designs:

@@ -79,6 +79,17 @@ def time_to_concurrency(calls: Sequence[Call], target: int) -> float | None:
     return None
 
 
+def peak_concurrency(calls: Sequence[Call]) -> int:
+    """The most calls in flight at once at the simulator."""
+    events = sorted([(c["started_at"], 1) for c in calls]
+                    + [(c["finished_at"], -1) for c in calls if c["finished_at"] is not None])
+    in_flight = peak = 0
+    for _, step in events:
+        in_flight += step
+        peak = max(peak, in_flight)
+    return peak
+
+
 def median_call_s(calls: Sequence[Call]) -> float:
     """The median duration of the calls that answered 200."""
     durations = sorted(c["finished_at"] - c["started_at"] for c in calls

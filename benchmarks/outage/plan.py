@@ -61,6 +61,9 @@ class Scenario:
     extra: str = ""  # the scenario's own column
     only: tuple[str, ...] = ()  # the designs it is run for, if not every one asked for
 
+    def describe(self) -> str:
+        return self.title.format(burst=self.burst_per_process)
+
     def job_offsets(self, processes: int) -> list[float]:
         """When each job is released, in seconds after the start."""
         if self.burst_per_process:
@@ -75,15 +78,15 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
-    Scenario("a", "first model dead (100 % 503) from the start, a burst of 50 jobs per process",
+    Scenario("a", "first model dead (100 % 503) from the start, a burst of {burst} jobs per process",
              (1, 2, 4), fault="overloaded", burst_per_process=50),
-    Scenario("b", "first model healthy 5 s, 100 % 503 for 30 s, healthy again; 8 jobs/s for 50 s",
+    Scenario("b", "first model healthy 5 s, 100 % 503 for 30 s, healthy again; 8 jobs/s for 45 s",
              (4,), fault="overloaded", fault_start_s=5.0, fault_end_s=35.0, rate_per_s=8.0,
-             duration_s=50.0, extra="recovery s"),
-    Scenario("c", "first model hangs for 30 s (timeout 10 s); 4 jobs/s for 35 s", (4,),
+             duration_s=45.0, extra="recovery s"),
+    Scenario("c", "first model hangs for 30 s (timeout 10 s); 4 jobs/s for 30 s", (4,),
              fault="hang", fault_start_s=0.0, fault_end_s=30.0, rate_per_s=4.0,
-             duration_s=35.0, bad_timeout_s=10.0, extra="slot-s lost"),
-    Scenario("healthy", "no fault, a burst of 50 jobs per process", (4,), burst_per_process=50,
+             duration_s=30.0, bad_timeout_s=10.0, extra="slot-s lost"),
+    Scenario("healthy", "no fault, a burst of {burst} jobs per process", (4,), burst_per_process=50,
              extra="to 16 calls in flight", only=("gated", "shared", "litellm")),
 )}
 

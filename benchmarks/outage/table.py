@@ -59,7 +59,7 @@ def extra(scenario: Scenario, processes: int, jobs: list[JobRecord], faulted: li
         full_s = figures.time_to_concurrency(every_call, processes * THREADS)
         call_s = figures.median_call_s(every_call)
         if full_s is None:
-            return "never"
+            return f"never (peak {figures.peak_concurrency(every_call)})"
         multiple = full_s / call_s if call_s and not math.isnan(call_s) else math.nan
         return f"{full_s:.2f} s = {multiple:.1f} x call"
     return ""
