@@ -19,7 +19,8 @@ Scenarios: (a) the first model 100 % 503 from the start, a burst of 50 jobs per 
 2, 4; (b) healthy 5 s, then 100 % 503 for 30 s, then healthy, jobs at 8/s for 45 s: seconds from recovery
 until the first model serves >= 90 % of the jobs submitted in each second from then on;
 (c) the first model hangs (accepts, never answers; call timeout 10 s) for 30 s, jobs at 4/s:
-slot-seconds held by calls to it (4/s for 30 s); (healthy) no fault, a burst: seconds until 16 calls are in
+slot-seconds held by calls to it (4/s for 30 s); (healthy) no fault, every model 1 s (long beside the
+stack's own cost per job, so the ramp is the gate's), a burst: seconds until 16 calls are in
 flight at the simulator at once, and that in model latencies. Everything is on loopback: a
 private redis-server, the simulator and the stack are started here and stopped at the end.
 """

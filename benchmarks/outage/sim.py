@@ -13,20 +13,20 @@ from typing import Any
 import httpx
 
 from benchmarks.outage.figures import Call
-from benchmarks.outage.plan import LATENCY, Scenario
+from benchmarks.outage.plan import Scenario
 from cli.lab.stack import fast_catalogue
 from providers.catalogue import load_catalogue
 
 
 def start_scenario(simulator_url: str, scenario: Scenario, bad_names: Iterable[str]) -> float:
-    """A fresh call log and the scenario's profile: every model answers in about 0.15 s, the
-    bad model's names have the scenario's fault. Returns the epoch time at which the
-    simulator's outage clock started (its ``start_s``/``end_s`` count from there)."""
+    """A fresh call log and the scenario's profile: every model answers in the scenario's
+    latency, the bad model's names have the scenario's fault. Returns the epoch time at which
+    the simulator's outage clock started (its ``start_s``/``end_s`` count from there)."""
     httpx.post(f"{simulator_url}/_sim/reset", timeout=5).raise_for_status()
-    models: dict[str, Any] = {"default": {"latency": LATENCY}}
+    models: dict[str, Any] = {"default": {"latency": scenario.latency}}
     outage = scenario.outage()
     for name in bad_names:
-        models[name] = {"latency": LATENCY, "outages": [outage] if outage else []}
+        models[name] = {"latency": scenario.latency, "outages": [outage] if outage else []}
     started_s = time.time()
     httpx.put(f"{simulator_url}/_sim/profile", json={"models": models},
               timeout=5).raise_for_status()
