@@ -89,6 +89,9 @@ class NoBreaker:
     def release(self, model: str, call_id: str) -> None:
         return None
 
+    def release_calls(self, model: str, holder_prefix: str) -> int:
+        return 0
+
     def snapshot(self, model: str) -> ModelHealth:
         return health(model, MachineState(), self._policy_for(model), 0)
 

@@ -11,7 +11,8 @@ outcomes the width is capped at ``minimum_calls`` plus the outcomes it does hold
 starts over.
 
 Calls in flight are ``(call_id, started_ms)``; one older than ``probe_timeout_s`` (the model's
-timeout plus a margin) is dropped, so a killed worker's call cannot hold the gate forever. A call
+timeout plus a margin) is dropped, so a killed worker's call cannot hold the gate forever (the
+scheduler frees it sooner, when its job's lease runs out: ``release_calls``). A call
 running past ``slow_call_threshold_s`` is a slow signal while it still runs: the model is
 *hanging* when such a call exists and no success was recorded since it became slow. A hanging
 model admits no new call (the router moves on at once), and its gate narrows to its minimum.

@@ -74,6 +74,17 @@ class InMemoryBreakerStore:
             if state is not None:
                 self._states[model] = gate.release(state, call_id)
 
+    def release_calls(self, model: str, holder_prefix: str) -> int:
+        with self._lock:
+            state = self._states.get(model)
+            if state is None:
+                return 0
+            held = [call_id for call_id, _ in state.in_flight if call_id.startswith(holder_prefix)]
+            for call_id in held:
+                state = gate.release(state, call_id)
+            self._states[model] = state
+            return len(held)
+
     def snapshot(self, model: str) -> ModelHealth:
         with self._lock:
             state = self._states.get(model, MachineState())

@@ -105,6 +105,16 @@ class RedisBreakerStore:
         except REDIS_FAILURES as error:
             self.guard.failed("release", error)
 
+    def release_calls(self, model: str, holder_prefix: str) -> int:
+        """A ZSCAN of the model's calls in flight and one ZREM; fails open (they expire)."""
+        key = keys.breaker_inflight(model, self._prefix)
+        try:
+            ids = [member for member, _ in self._redis.zscan_iter(key, match=f"{holder_prefix}*")]
+            return int(self._redis.zrem(key, *ids)) if ids else 0
+        except REDIS_FAILURES as error:
+            self.guard.failed("release", error)
+            return 0
+
     def snapshot(self, model: str) -> ModelHealth:
         model_keys = self._keys(model)
         now_ms, state_flat, window_flat, in_flight_flat = self._snapshot(

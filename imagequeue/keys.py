@@ -48,6 +48,8 @@ old keys; model names always end a key, so two models can never share one):
 
 from __future__ import annotations
 
+import uuid
+
 PREFIX = "imgq:v1"
 
 SEQ = f"{PREFIX}:seq"
@@ -113,6 +115,17 @@ def breaker_state(model: str, prefix: str = BREAKER_PREFIX) -> str:
 def breaker_window(model: str, prefix: str = BREAKER_PREFIX) -> str:
     """Hash: the sliding window, fields ``c:<second>``, ``f:<second>``, ``s:<second>``."""
     return f"{prefix}:window:{model}"
+
+
+def call_holder(job_id: str) -> str:
+    """A new id for one call of a job: its entry at the slow-start gate and its vendor slot.
+    It starts with ``job_holders(job_id)``, so the scheduler can free what a dead run held."""
+    return f"{job_holders(job_id)}{uuid.uuid4().hex[:8]}"
+
+
+def job_holders(job_id: str) -> str:
+    """The prefix of every holder id of ``job_id``'s calls."""
+    return f"{job_id}:"
 
 
 def breaker_inflight(model: str, prefix: str = BREAKER_PREFIX) -> str:

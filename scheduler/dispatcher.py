@@ -26,6 +26,7 @@ import redis
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import BreakerStore
 from imagequeue import keys
 from imagequeue.broker import broker_config
 from imagequeue.settings import Settings
@@ -89,6 +90,7 @@ class Dispatcher:
         job_lease_ms: int = DEFAULT_LEASE_MS,
         limits: VendorLimits | None = None,
         models: Sequence[str] = (),
+        breakers: BreakerStore | None = None,
         tenant_defaults: LimitDefaults | None = None,
         limits_refresh_s: float = 5.0,
         scan_limit: int | None = None,
@@ -115,6 +117,7 @@ class Dispatcher:
         self.leases = Leases(client, job_lease_ms)
         self.limits = limits
         self.models = tuple(models)
+        self.breakers = breakers
         self.outages = OutageLog("dispatcher", log)
         self.holder = f"{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW_LEASE)
@@ -184,7 +187,7 @@ class Dispatcher:
 
     def sweep_leases(self) -> None:
         result = sweep(self.sessions, self.index, self.leases, self.stale_s, self.limits,
-                       self.models)
+                       self.models, self.breakers)
         if result.requeued or result.cleared:
             log.warning("job leases: %d ran out and went back to the queue, %d cleared",
                         result.requeued, result.cleared)

@@ -57,6 +57,7 @@ class SchedulerProcess:
             stale_s=settings.dispatch_stale_s,
             job_lease_ms=int(settings.lease_s * 1000),
             limits=VendorLimits(fail_open_redis(settings.redis_url)), models=tuple(catalogue.models),
+            breakers=breakers,
             tenant_defaults=LimitDefaults.from_settings(settings),
             limits_refresh_s=settings.tenant_limits_refresh_s,
             scan_limit=settings.dispatch_scan_limit)

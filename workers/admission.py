@@ -34,12 +34,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from breaker import BreakerStore, Decision, Outcome, Reason
+from imagequeue import keys
 from providers.catalogue import ModelSpec
 from providers.errors import ErrorClass, ProviderError
 from throttle import VendorLimits
@@ -94,7 +94,8 @@ def denial_message(decision: Decision, misconfigured_reason: str | None = None) 
 class CallsInFlight:
     """The calls this process was admitted to make whose outcome is not recorded yet, so that a
     worker leaving with calls under way gives their places at the slow-start gate back at once
-    (a killed worker's expire after the model's timeout plus a margin)."""
+    (a killed worker's are freed by the scheduler when the job's lease runs out, see
+    ``scheduler.queue.leases.sweep``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -154,7 +155,7 @@ class Admission(AttemptHooks):
     _calls: dict[str, str] = field(default_factory=dict)
 
     def before(self, index: int, model: ModelSpec) -> str | None:
-        call_id = f"{self.job_id}:{uuid.uuid4().hex[:8]}"
+        call_id = keys.call_holder(self.job_id)
         decision = self._allow(index, model, call_id)
         if not decision.allowed:
             self._note_retry_at(decision.retry_at_ms)
@@ -216,7 +217,7 @@ class Admission(AttemptHooks):
     def _take_slot(self, model: ModelSpec) -> str | None:
         """Take a concurrency slot and a rate token within the wait budget; else why not."""
         give_up_at = time.monotonic() + self.config.slot_wait_s
-        holder = f"{self.job_id}:{uuid.uuid4().hex[:8]}"
+        holder = keys.call_holder(self.job_id)
         ttl_s = model.timeout_s + self.config.slot_margin_s
         while not self.limits.acquire(model.id, model.max_concurrency, holder, ttl_s):
             if time.monotonic() + POLL_INTERVAL_S > give_up_at:

@@ -24,6 +24,7 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import BreakerStore
 from imagequeue import keys
 from imagequeue.lua import lua_source
 from scheduler.queue.index import IndexEntry, WaitingIndex
@@ -146,12 +147,13 @@ class Leases:
 
 def sweep(sessions: sessionmaker[Session], index: WaitingIndex, leases: Leases,
           stale_s: float, limits: VendorLimits | None = None,
-          models: Sequence[str] = ()) -> SweepResult:
+          models: Sequence[str] = (), breakers: BreakerStore | None = None) -> SweepResult:
     """Take back every job whose lease ran out; clear those that have ended.
 
     The database first: a running job goes back to ``queued``; then Redis puts it back at its
-    place (or at the tail of its class when the place was lost with a flush). Vendor concurrency
-    slots the dead run held are released at once instead of when they expire.
+    place (or at the tail of its class when the place was lost with a flush). The vendor
+    concurrency slots and the places at the slow-start gate the dead run held are released at
+    once instead of when they expire (a model's timeout plus a margin).
     """
     lapsed = leases.lapsed()
     if not lapsed:
@@ -184,15 +186,23 @@ def sweep(sessions: sessionmaker[Session], index: WaitingIndex, leases: Leases,
             continue
         if placed == 0:
             index.push([IndexEntry(row.id, row.lane, row.tenant_id, row.priority)])
-        if limits is not None:
-            for model in models:
-                limits.release_holders(model, f"{entry.job_id}:")
+        _release_calls(entry.job_id, models, limits, breakers)
         requeued += 1
         log.warning("job %s: its lease ran out or was handed back (owner %s); back in the queue",
                     entry.job_id, entry.owner.partition("|")[2] or "unknown")
     if requeued:
         index.wake()
     return SweepResult(requeued, extended, cleared)
+
+
+def _release_calls(job_id: str, models: Sequence[str], limits: VendorLimits | None,
+                   breakers: BreakerStore | None) -> None:
+    holders = keys.job_holders(job_id)
+    for model in models:
+        if limits is not None:
+            limits.release_holders(model, holders)
+        if breakers is not None:
+            breakers.release_calls(model, holders)
 
 
 def _set_status(sessions: sessionmaker[Session], job_id: str, was: JobStatus,

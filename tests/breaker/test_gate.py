@@ -180,6 +180,17 @@ def test_release_frees_a_place_without_an_outcome(gated: BreakerStore) -> None:
     assert len(start(gated, 5)) == 1
 
 
+def test_release_calls_frees_every_place_of_one_dead_job_and_no_other(
+        gated: BreakerStore) -> None:
+    assert gated.allow(MODEL, "dead-job:a1").allowed and gated.allow(MODEL, "dead-job:b2").allowed
+    others = start(gated, 3)
+    assert gated.release_calls(MODEL, "dead-job:") == 2
+    assert gated.release_calls(MODEL, "dead-job:") == 0
+    assert gated.release_calls("never-called", "dead-job:") == 0
+    assert gated.snapshot(MODEL).in_flight == len(others) == 3
+    assert len(start(gated, 5)) == 2  # the dead job's two places are free again
+
+
 def test_without_the_gate_nothing_is_tracked_or_limited(store: BreakerStore,
                                                         clock: Clock) -> None:
     assert len(start(store, 50)) == 50

@@ -169,3 +169,34 @@ def test_a_gate_shut_longer_than_the_wait_sends_the_job_on_and_its_status_says_w
     moved = [j for j in jobs if j["served_by"] == MODEL_B]
     assert all(j["attempts"][0]["message"].startswith("slow-start gate shut") for j in moved)
     assert all(j["waiting_for"] is None for j in jobs)
+
+
+def test_a_killed_workers_places_at_the_gate_are_freed_when_its_jobs_leases_run_out(
+        stack: RunningStack, api_key: str, simulator: str, cold: RedisBreakerStore) -> None:
+    """Every worker is killed (-9) while the cold gate's calls to model A are under way. Those
+    places would count until model A's timeout plus the margin (40 s here); the scheduler frees
+    them when the jobs' leases run out (IMGQ_LEASE_S, 10 s), so the jobs run again on model A
+    instead of waiting at a gate held by calls nobody makes any more."""
+    profile(simulator, {"latency": {"median_s": 2.5, "sigma": 0.01}})  # not past the 3 s threshold
+    workers = [name for name in stack.procs if name.startswith("worker")]
+    with stack.client(api_key) as client:
+        ids = submit(client, MIN_CALLS, "killed mid-call")
+        wait_until(lambda: len(sim_calls(simulator, MODEL_A)) == MIN_CALLS,
+                   "the cold gate's calls reach model A", 10, poll_s=0.02)
+        assert cold.snapshot(MODEL_A).in_flight == MIN_CALLS
+        for name in workers:
+            stack.procs[name].kill()
+            stack.procs[name].wait()
+        killed_at = time.monotonic()
+        profile(simulator, {})
+        for name in workers:
+            stack.start_worker(name, THREADS)
+        stack.wait_workers(len(workers))
+        jobs = wait_all(client, ids, timeout_s=40)
+        done_s = time.monotonic() - killed_at
+    print(f"{MIN_CALLS} jobs killed mid-call ran again on model A {done_s:.1f} s after the kill "
+          f"(lease 10 s; the killed calls' places would have counted for 40 s)")
+    assert {(j["status"], j["served_by"]) for j in jobs} == {("succeeded", MODEL_A)}, stack.logs()
+    assert not [a for j in jobs for a in j["attempts"] if "gate" in (a["message"] or "")]
+    assert done_s < 25.0  # the lease, not model A's timeout plus the margin
+    assert cold.snapshot(MODEL_A).in_flight == 0

@@ -11,6 +11,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from breaker import BreakerPolicy, Reason, RedisBreakerStore
 from imagequeue import keys
 from scheduler.queue.index import IndexEntry, WaitingIndex
 from scheduler.queue.leases import Leases, adopt_running, sweep
@@ -149,6 +150,32 @@ def test_the_sweep_requeues_a_dead_workers_job_frees_its_vendor_slots_and_clears
     assert index.position(running) == 0 and index.position(ended) is None
     assert not index.is_dispatched(ended)
     assert limits.acquire("m", 1, "another", ttl_s=600)  # the dead run's slot is free again
+
+
+def test_the_sweep_frees_the_places_a_dead_workers_calls_held_at_the_slow_start_gate(
+        sessions: sessionmaker[Session], index: WaitingIndex, leases: Leases,
+        client: redis.Redis) -> None:
+    dead, alive = add_jobs(sessions, 2, JobStatus.RUNNING)
+    index.push([IndexEntry(dead), IndexEntry(alive)])
+    _, token = index.take(2, LEASE_MS)
+    leases.hold("w1", [(dead, token)])
+    leases.hold("w2", [(alive, token)])
+    gate = BreakerPolicy(minimum_calls=2, gate=True)
+    breakers = RedisBreakerStore(client, lambda _model: gate)
+    assert breakers.allow("m", keys.call_holder(dead)).allowed
+    assert breakers.allow("m", keys.call_holder(alive)).allowed
+    assert breakers.allow("m", keys.call_holder("a-third-job")).reason == Reason.GATE_SHUT
+
+    deadline = time.monotonic() + 5
+    while dead not in {entry.job_id for entry in leases.lapsed()}:
+        leases.hold("w2", [(alive, token)])  # w2 is alive and renews its lease
+        assert time.monotonic() < deadline, "the dead worker's lease did not run out"
+        time.sleep(0.02)
+    result = sweep(sessions, index, leases, stale_s=600, models=["m"], breakers=breakers)
+
+    assert result.requeued == 1
+    assert breakers.snapshot("m").in_flight == 1  # the live worker's call is still counted
+    assert breakers.allow("m", keys.call_holder(dead)).allowed  # the requeued job gets a place
 
 
 def test_a_dispatch_no_worker_received_is_extended_until_it_is_stale(
