@@ -22,8 +22,9 @@ no-op task on the same 2 x 8 workers and the same Redis, measured first. Nothing
 * **CPU per job**: user + system seconds from ``/proc/<pid>/stat`` of each process over the
   throughput run, PostgreSQL as the backends serving the database (``pg_stat_activity``,
   sampled every 0.25 s; this process's own connections excluded).
-* **GET /v1/jobs/{id}** requests/s against the one API process, with ``wrk`` (one thread, ids
-  cycled by a Lua script) if installed, else httpx threads in this process (whose CPU then
+* **GET /v1/jobs/{id}** requests/s against the one API process with 1, 4 and 16 clients, then
+  against two (``imgq api --workers 2``, the API restarted) with 4 and 16, with ``wrk`` (one
+  thread, ids cycled by a Lua script) if installed, else httpx threads in this process (whose CPU then
   competes with the API's on the same cores).
 * **reconcile()** (``scheduler.queue.jobs``: a full pass) timed in this process at each backlog
   depth (a tenant capped at one running job holds it queued), and, where the tree has an
@@ -69,6 +70,8 @@ from storage.models import TERMINAL_STATUSES, Attempt, Job, JobStatus
 
 PROCESSES, THREADS = 2, 8
 FAST_VENDOR_S = 0.01
+API_PROCESSES = 1  # the API of the stack; the GET rows also run two (`imgq api --workers 2`)
+GET_ROWS = ((1, 1), (1, 4), (1, 16), (2, 4), (2, 16))  # (API processes, clients)
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HARNESS = "imgq-overhead"  # application_name of this process's own database connections
 STEPS = ("API submit", "dispatch", "Celery delivery", "prep", "call wrapper", "finish",
@@ -446,6 +449,11 @@ def _get_rate_threads(stack: RunningStack, api_key: str, ids: Sequence[str], cli
     return len(latencies) / seconds, statistics.median(latencies), errors[0]
 
 
+def restart_api(stack: RunningStack, processes: int) -> None:
+    stack.stop("api")
+    stack.start_api(processes)
+
+
 def restart_scheduler(bench: Bench, probe: httpx.Client, **env: str) -> None:
     """The scheduler again with ``env``; returns once it dispatches (its first heal is done)."""
     assert bench.stack is not None
@@ -623,7 +631,7 @@ def backlog(bench: Bench, args: argparse.Namespace) -> None:
     engine = make_engine(bench.database_url)
     sessions = make_sessionmaker(engine)
     index = WaitingIndex(redis.Redis.from_url(bench.redis.url))
-    get_rows: list[tuple[int, int, float, float, int]] = []
+    get_rows: list[tuple[int, int, int, float, float, int]] = []
     reconcile_rows: list[tuple[int, float, float | None, list[float], list[float]]] = []
     with stack.client(held_key) as held, stack.client(stack.new_tenant("probe")) as probe:
         ids: list[str] = []
@@ -633,9 +641,12 @@ def backlog(bench: Bench, args: argparse.Namespace) -> None:
             queued = queued_count(bench)
             restart_scheduler(bench, probe, IMGQ_RECONCILE_INTERVAL_S="30")  # its next pass: 30 s
             sample = random.Random(depth).sample(ids, min(2000, len(ids)))
-            for clients in (1, 4, 16):
+            for processes, clients in GET_ROWS:
+                if processes != API_PROCESSES:
+                    restart_api(stack, processes)
                 rate, p50, errors = get_rate(bench, held_key, sample, clients, args.get_s)
-                get_rows.append((queued, clients, rate, p50, errors))
+                get_rows.append((queued, processes, clients, rate, p50, errors))
+            restart_api(stack, API_PROCESSES)
             control = probe_ms(bench, probe, args.probe_s, 4.0)
             restart_scheduler(bench, probe, IMGQ_RECONCILE_INTERVAL_S=f"{args.reconcile_every_s:g}")
             full_s = time_s(lambda: reconcile(sessions, index))
@@ -645,10 +656,11 @@ def backlog(bench: Bench, args: argparse.Namespace) -> None:
     engine.dispose()
     tool = ("wrk, 1 thread" if shutil.which("wrk")
             else "httpx threads in the benchmark's process, competing for the same cores")
-    print(f"\nGET /v1/jobs/{{id}}, one API process, ids cycled over up to 2000 queued jobs ({tool})")
-    print(f"{'queued':>8}{'clients':>9}{'req/s':>9}{'p50 ms':>9}{'errors':>8}")
-    for queued, clients, rate, p50, errors in get_rows:
-        print(f"{queued:>8}{clients:>9}{rate:>9.0f}{p50:>9.1f}{errors:>8}")
+    print(f"\nGET /v1/jobs/{{id}}, one API process (and two: `imgq api --workers 2`), ids cycled "
+          f"over up to 2000 queued jobs ({tool})")
+    print(f"{'queued':>8}{'API procs':>10}{'clients':>9}{'req/s':>9}{'p50 ms':>9}{'errors':>8}")
+    for queued, processes, clients, rate, p50, errors in get_rows:
+        print(f"{queued:>8}{processes:>10}{clients:>9}{rate:>9.0f}{p50:>9.1f}{errors:>8}")
     print(f"\nreconcile passes in this process (median of 3; regular: the scheduler's own, '-': "
           f"every pass is full); probe jobs at 4/s for {args.probe_s:g} s, submit -> start ms, "
           f"with no pass due (control) and while the scheduler reconciles every "

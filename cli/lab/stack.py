@@ -102,6 +102,16 @@ class RunningStack:
             env=self._metrics_env(name, "IMGQ_WORKER_METRICS_PORT", env or self.env),
             log=self.log_dir / f"{name}.log")
 
+    def start_api(self, workers: int = 1) -> None:
+        """The API on the stack's port (``workers``: processes, as ``imgq api --workers``);
+        returns once it answers."""
+        port = self.api_url.rsplit(":", 1)[1]
+        self.procs["api"] = spawn(
+            [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port",
+             port, "--log-level", "warning", "--workers", str(workers)],
+            env=self.env, log=self.log_dir / "api.log")
+        wait_http(f"{self.api_url}/healthz", proc=self.procs["api"])
+
     def start_scheduler(self, name: str = "scheduler") -> None:
         self.procs[name] = spawn(
             [sys.executable, "-m", "cli", "scheduler"],
@@ -221,11 +231,8 @@ def start_stack(log_dir: Path, *, database_url: str, redis_url: str, simulator_u
     stack = RunningStack(f"http://127.0.0.1:{port}", env, log_dir, metrics=metrics)
     if metrics:
         stack.metrics_urls["api"] = stack.api_url
-    stack.procs["api"] = spawn(
-        [sys.executable, "-m", "uvicorn", "api.asgi:app", "--host", "127.0.0.1", "--port",
-         str(port), "--log-level", "warning"], env=env, log=log_dir / "api.log")
     try:
-        wait_http(f"{stack.api_url}/healthz", proc=stack.procs["api"])
+        stack.start_api()
         for k in range(workers):
             stack.start_worker(f"worker{k + 1}", concurrency)
         stack.start_scheduler()
