@@ -15,6 +15,7 @@ from api.images import REDIRECT_DOC, image_response
 from api.schemas import ApiErrorResponse, AttemptOut, ErrorBody, ImageOut, JobOut
 from scheduler.idempotency import check_key, hash_json
 from scheduler.queue.jobs import JobRequest, JobView
+from scheduler.tenants.quotas import TenantLimits
 from scheduler.webhooks.outbox import WebhookPolicy, vet_url
 from storage.models import JobStatus
 
@@ -75,8 +76,8 @@ def create_job(body: JobBody, tenant: TenantDep, svc: ServicesDep,
         prompt=body.prompt, width=width, height=height, n=body.n, quality=body.quality,
         model=body.model, route=body.route, priority=body.priority, metadata=body.metadata,
         webhook_url=body.webhook_url),
-        idempotency_key=key,
-        request_hash=hash_json(body.model_dump(mode="json")))
+        idempotency_key=key, request_hash=hash_json(body.model_dump(mode="json")),
+        limits=TenantLimits.resolve(tenant, svc.limit_defaults))  # the tenant as authenticated
     # Committed means accepted: with Redis down the job has no position yet (reconcile indexes it).
     return job_out(svc.queue.get(tenant.id, job.id, redis_optional=True),
                    svc.settings.public_base_url)

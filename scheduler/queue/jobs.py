@@ -29,7 +29,7 @@ from scheduler.idempotency import find_previous
 from scheduler.ids import possible_id, shown_id
 from scheduler.notices import notice_of
 from scheduler.queue.index import IndexEntry, WaitingIndex
-from scheduler.tenants.quotas import Reservation, TenantCounters, limits_of
+from scheduler.tenants.quotas import Reservation, TenantCounters, TenantLimits, limits_of
 from storage.models import Batch, Job, JobStatus, utcnow
 
 log = logging.getLogger("scheduler.queue.jobs")
@@ -145,15 +145,17 @@ class JobQueue:
         model = self.catalogue.models.get(requested_model or "")
         return model.price_per_image_usd * n if model is not None else 0.0
 
-    def admit(self, tenant_id: str, jobs: int, cost_usd: float,
-              created_at: datetime) -> Reservation | None:
+    def admit(self, tenant_id: str, jobs: int, cost_usd: float, created_at: datetime,
+              limits: TenantLimits | None = None) -> Reservation | None:
         """Count jobs about to be committed against the tenant's max_queued and budget; raises
         LimitExceeded (a 429). None when there is nothing to count, or Redis is unreachable:
-        limits are not enforced then, and the next rebuild counts what was committed."""
+        limits are not enforced then, and the next rebuild counts what was committed.
+        ``limits``: the tenant's, if the caller holds them (read from the database if not)."""
         if self.counters is None:
             return None
-        with self.sessions() as session:
-            limits = limits_of(session, tenant_id, self.counters.defaults)
+        if limits is None:
+            with self.sessions() as session:
+                limits = limits_of(session, tenant_id, self.counters.defaults)
         try:
             return self.counters.admit(tenant_id, limits, jobs, cost_usd, created_at)
         except redis.RedisError as exc:
@@ -184,15 +186,16 @@ class JobQueue:
                         exc)
 
     def submit(self, tenant_id: str, request: JobRequest, *, idempotency_key: str | None = None,
-               request_hash: str | None = None) -> Job:
-        """Queue a job; with an idempotency key, a retried submit returns the original job."""
+               request_hash: str | None = None, limits: TenantLimits | None = None) -> Job:
+        """Queue a job; with an idempotency key, a retried submit returns the original job.
+        ``limits``: the tenant's, as ``admit`` takes them."""
         if idempotency_key is not None:
             previous = self._previous(tenant_id, idempotency_key, request_hash)
             if previous is not None:
                 return previous
         job = self.build_job(tenant_id, request)
         job.idempotency_key, job.request_hash = idempotency_key, request_hash
-        reservation = self.admit(tenant_id, 1, job.estimated_cost_usd, job.created_at)
+        reservation = self.admit(tenant_id, 1, job.estimated_cost_usd, job.created_at, limits)
         try:
             with self.sessions.begin() as session:
                 session.add(job)
