@@ -50,8 +50,13 @@ rabbitmq: install
 	elif command -v rabbitmq-server >/dev/null; then echo "RabbitMQ is not running (sudo rabbitmq-server -detached): the broker tests will skip"; \
 	else echo "RabbitMQ is not installed (sudo apt-get install rabbitmq-server): the broker tests will skip"; fi
 
+# The suite runs in PYTEST_WORKERS processes at once (pytest-xdist; 0 runs it in pytest's own),
+# each with its own Redis, PostgreSQL database and RabbitMQ vhost (tests/conftest.py); one process
+# where IMGQ_TEST_REDIS_URL names a Redis they would share. A file's tests stay in one process, so
+# a module's stack starts once; files go out in collection order.
+PYTEST_WORKERS ?= $(if $(IMGQ_TEST_REDIS_URL),0,2)
 test: install lint chromium rabbitmq
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -41,6 +41,16 @@ def _missing(what: str, how: str) -> None:
     pytest.skip(message)
 
 
+def _shared(what: str) -> None:
+    """Before a test run uses a service that is not its own (``what``): fail when pytest-xdist
+    runs this session in several processes, which would empty or drop each other's data there."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        pytest.fail(f"{what} would be shared by {workers} test processes, which empty each other's "
+                    "data: run the suite in one process (`make test PYTEST_WORKERS=0`, or pytest "
+                    "without -n)")
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The test Redis: IMGQ_TEST_REDIS_URL if set; else a private redis-server started for this
@@ -58,6 +68,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             server.stop()
             return
     if redis_answers(TEST_REDIS_URL):
+        _shared(f"the Redis at {TEST_REDIS_URL}")
         yield TEST_REDIS_URL
         return
     _missing("Redis", f"nothing answers at {TEST_REDIS_URL} and redis-server is not installed "
@@ -97,6 +108,8 @@ def postgres_url() -> Iterator[str]:
             conn.exec_driver_sql(f"CREATE DATABASE {own}")
     except sqlalchemy.exc.SQLAlchemyError:
         engine.dispose()
+        _shared(f"the PostgreSQL database of {TEST_POSTGRES_URL} (no database of this run's own "
+                "could be created)")
         yield TEST_POSTGRES_URL
         return
     yield sqlalchemy.make_url(TEST_POSTGRES_URL).set(database=own).render_as_string(
@@ -124,6 +137,7 @@ def rabbitmq_url() -> Iterator[str]:
                  "it (sudo apt-get install rabbitmq-server) or set IMGQ_TEST_BROKER_URL")
     vhost = PrivateVhost.create(TEST_BROKER_URL, f"imgq-test-{os.getpid()}")
     if vhost is None:
+        _shared(f"the RabbitMQ vhost of {Connection(TEST_BROKER_URL).as_uri()}")
         purge_queue(TEST_BROKER_URL)
         yield TEST_BROKER_URL
         purge_queue(TEST_BROKER_URL)

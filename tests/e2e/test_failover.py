@@ -25,13 +25,12 @@ from cli.lab.stack import (
     fast_catalogue,
     sim_calls,
     sim_profile,
-    start_stack,
     wait_jobs,
 )
 from cli.stack import RedisServer, wait_until
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from storage.db import drop_schema, migrate
+from tests.e2e.conftest import running_stack
 
 MODEL_A = "gemini-3-pro-image-preview"
 CAP = 2
@@ -78,16 +77,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url
           simulator_url: str) -> Iterator[RunningStack]:
     """API, the dispatcher and three real Celery worker processes on PostgreSQL."""
     root = tmp_path_factory.mktemp("failover")
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    redis.Redis.from_url(redis_url).flushdb()
     env = {**BREAKER_ENV, "IMGQ_CATALOGUE_PATH": str(capped_catalogue(root))}
-    running = start_stack(root, database_url=postgres_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images", extra_env=env,
-                          workers=WORKERS, concurrency=THREADS)
-    yield running
-    running.stop_all()
-    drop_schema(postgres_url)
+    with running_stack(root, postgres_url, redis_url, simulator_url, extra_env=env,
+                       workers=WORKERS, concurrency=THREADS) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -188,13 +181,9 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 def test_redis_restarted_mid_run_workers_keep_serving_and_the_breaker_starts_closed(
         tmp_path: Path, private_redis: RedisServer, postgres_url: str, simulator: str) -> None:
     url = private_redis.url
-    drop_schema(postgres_url)
-    migrate(postgres_url)
     env = {**BREAKER_ENV, "IMGQ_CATALOGUE_PATH": str(capped_catalogue(tmp_path))}
-    running = start_stack(tmp_path, database_url=postgres_url, redis_url=url,
-                          simulator_url=simulator, image_dir=tmp_path / "images", extra_env=env,
-                          workers=2, concurrency=3)
-    try:
+    with running_stack(tmp_path, postgres_url, url, simulator, extra_env=env, workers=2,
+                       concurrency=3) as running:
         key = running.new_tenant("restart")
         sim_profile(simulator, outage_on=MODEL_A)
         store = breaker_store(running)
@@ -221,6 +210,3 @@ def test_redis_restarted_mid_run_workers_keep_serving_and_the_breaker_starts_clo
                 [(a["model"], a["outcome"], a["message"]) for a in j["attempts"]] for j in after]
         alive = {name: proc.poll() is None for name, proc in running.procs.items()}
         assert all(alive.values()), (alive, running.logs())
-    finally:
-        running.stop_all()
-        drop_schema(postgres_url)

@@ -11,13 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from breaker import BreakerState
-from cli.lab.stack import RunningStack, sim_profile, start_stack, wait_jobs
+from cli.lab.stack import RunningStack, sim_profile, wait_jobs
 from cli.stack import wait_until
-from storage.db import drop_schema, migrate
+from tests.e2e.conftest import running_stack
 from tests.e2e.test_batches import Receiver
 from tests.e2e.test_failover import breaker_store
 
@@ -36,21 +35,10 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str,
           simulator_url: str) -> Iterator[RunningStack]:
     """API, one worker and the scheduler on PostgreSQL, each serving its metrics."""
-    root = tmp_path_factory.mktemp("metrics")
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=postgres_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images", extra_env=ENV,
-                          metrics=True)
-    try:
+    with running_stack(tmp_path_factory.mktemp("metrics"), postgres_url, redis_url,
+                       simulator_url, extra_env=ENV, metrics=True) as running:
         running.wait_metrics()
-    except Exception:
-        running.stop_all()
-        raise
-    yield running
-    running.stop_all()
-    drop_schema(postgres_url)
+        yield running
 
 
 @pytest.fixture(scope="module")

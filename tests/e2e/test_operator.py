@@ -14,12 +14,12 @@ import redis
 
 from breaker import BreakerStore, Outcome
 from breaker.factory import make_breaker_store
-from cli.lab.stack import RunningStack, start_stack
+from cli.lab.stack import RunningStack
 from cli.stack import free_port, spawn, stop_process, wait_http
 from imagequeue import keys
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from storage.db import migrate
+from tests.e2e.conftest import running_stack
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 GEMINI = "gemini-3-pro-image-preview"
@@ -31,14 +31,9 @@ TERMINAL = ("succeeded", "failed", "canceled")
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
           simulator_url: str) -> Iterator[RunningStack]:
     root = tmp_path_factory.mktemp("operator")
-    database_url = f"sqlite:///{root / 'imgq.db'}"
-    migrate(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=database_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images",
-                          extra_env={"IMGQ_ADMIN_TOKEN": ADMIN_TOKEN})
-    yield running
-    running.stop_all()
+    with running_stack(root, f"sqlite:///{root / 'imgq.db'}", redis_url, simulator_url,
+                       extra_env={"IMGQ_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+        yield running
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from cli.lab.stack import RunningStack, start_stack, wait_jobs
+from cli.lab.stack import RunningStack, wait_jobs
 from cli.stack import wait_until
 from imagequeue import keys
 from imagequeue.settings import Settings
@@ -25,9 +25,10 @@ from providers.catalogue import load_catalogue
 from scheduler.eta import telemetry
 from scheduler.queue.index import WaitingIndex
 from scheduler.queue.jobs import JobQueue, JobRequest
-from storage.db import make_engine, make_sessionmaker, migrate
+from storage.db import make_engine, make_sessionmaker
 from storage.models import Job
 from storage.tenants import tenant_for_api_key
+from tests.e2e.conftest import running_stack
 
 LATENCY_S = 0.3
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -38,15 +39,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
           simulator_url: str) -> Iterator[RunningStack]:
     """One worker with one slot, SQLite, snapshots every second."""
     root = tmp_path_factory.mktemp("positions")
-    database_url = f"sqlite:///{root / 'imgq.db'}"
-    migrate(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=database_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images", concurrency=1,
-                          extra_env={"IMGQ_DISPATCH_BUFFER": "0", "IMGQ_DISPATCH_STALE_S": "3",
-                                     "IMGQ_RECONCILE_INTERVAL_S": "1"})
-    yield running
-    running.stop_all()
+    with running_stack(root, f"sqlite:///{root / 'imgq.db'}", redis_url, simulator_url,
+                       concurrency=1,
+                       extra_env={"IMGQ_DISPATCH_BUFFER": "0", "IMGQ_DISPATCH_STALE_S": "3",
+                                  "IMGQ_RECONCILE_INTERVAL_S": "1"}) as running:
+        yield running
 
 
 @pytest.fixture()

@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from breaker import BreakerState, RedisBreakerStore
-from cli.lab.stack import RunningStack, fast_catalogue, sim_calls, start_stack
+from cli.lab.stack import RunningStack, fast_catalogue, sim_calls
 from cli.stack import wait_until
 from providers.catalogue import load_catalogue
-from storage.db import drop_schema, migrate
+from tests.e2e.conftest import running_stack
 from tests.e2e.test_failover import breaker_store, submit, wait_all
 
 MODEL_A, MODEL_B = "gemini-3-pro-image-preview", "gemini-2.5-flash-image"
@@ -58,16 +57,10 @@ def profile(simulator_url: str, model_a: dict[str, Any]) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str, postgres_url: str,
           simulator_url: str) -> Iterator[RunningStack]:
     root = tmp_path_factory.mktemp("gate")
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    redis.Redis.from_url(redis_url).flushdb()
     env = {**ENV, "IMGQ_CATALOGUE_PATH": str(gate_catalogue(root))}
-    running = start_stack(root, database_url=postgres_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images", extra_env=env,
-                          workers=WORKERS, concurrency=THREADS)
-    yield running
-    running.stop_all()
-    drop_schema(postgres_url)
+    with running_stack(root, postgres_url, redis_url, simulator_url, extra_env=env,
+                       workers=WORKERS, concurrency=THREADS) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,15 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-import redis
 
 from breaker import BreakerStore, Outcome
 from breaker.factory import make_breaker_store
-from cli.lab.stack import RunningStack, start_stack, wait_jobs
+from cli.lab.stack import RunningStack, wait_jobs
 from cli.stack import free_port, spawn, stop_process, wait_http, wait_until
 from imagequeue.settings import Settings
 from providers.catalogue import load_catalogue
-from storage.db import migrate
 from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import running_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -71,14 +70,9 @@ def playwright_browser() -> Iterator[Any]:
 def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str,
           simulator_url: str) -> Iterator[RunningStack]:
     root = tmp_path_factory.mktemp("status-page")
-    database_url = f"sqlite:///{root / 'imgq.db'}"
-    migrate(database_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=database_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images",
-                          extra_env={"IMGQ_ADMIN_TOKEN": ADMIN_TOKEN})
-    yield running
-    running.stop_all()
+    with running_stack(root, f"sqlite:///{root / 'imgq.db'}", redis_url, simulator_url,
+                       extra_env={"IMGQ_ADMIN_TOKEN": ADMIN_TOKEN}) as running:
+        yield running
 
 
 @pytest.fixture()

@@ -21,12 +21,12 @@ import redis
 from celery.utils.nodenames import host_format
 from typer.testing import CliRunner
 
-from cli.lab.stack import RunningStack, start_stack, wait_jobs
+from cli.lab.stack import RunningStack, wait_jobs
 from cli.main import app
 from cli.stack import wait_until
 from imagequeue import keys
 from scheduler.queue import heartbeats
-from storage.db import drop_schema, migrate
+from tests.e2e.conftest import running_stack
 
 pytestmark = pytest.mark.slow
 
@@ -42,16 +42,9 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     env = {"IMGQ_LEASE_S": str(LEASE_S)}
     if request.param == "rabbitmq":
         env["IMGQ_BROKER_URL"] = request.getfixturevalue("rabbitmq_url")
-    root = tmp_path_factory.mktemp(f"shutdown-{request.param}")
-    drop_schema(postgres_url)
-    migrate(postgres_url)
-    redis.Redis.from_url(redis_url).flushdb()
-    running = start_stack(root, database_url=postgres_url, redis_url=redis_url,
-                          simulator_url=simulator_url, image_dir=root / "images", workers=2,
-                          concurrency=2, extra_env=env)
-    yield running
-    running.stop_all()
-    drop_schema(postgres_url)
+    with running_stack(tmp_path_factory.mktemp(f"shutdown-{request.param}"), postgres_url,
+                       redis_url, simulator_url, workers=2, concurrency=2, extra_env=env) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
