@@ -641,12 +641,15 @@ def backlog(bench: Bench, args: argparse.Namespace) -> None:
             queued = queued_count(bench)
             restart_scheduler(bench, probe, IMGQ_RECONCILE_INTERVAL_S="30")  # its next pass: 30 s
             sample = random.Random(depth).sample(ids, min(2000, len(ids)))
+            running = API_PROCESSES
             for processes, clients in GET_ROWS:
-                if processes != API_PROCESSES:
+                if processes != running:
                     restart_api(stack, processes)
+                    running = processes
                 rate, p50, errors = get_rate(bench, held_key, sample, clients, args.get_s)
                 get_rows.append((queued, processes, clients, rate, p50, errors))
-            restart_api(stack, API_PROCESSES)
+            if running != API_PROCESSES:
+                restart_api(stack, API_PROCESSES)
             control = probe_ms(bench, probe, args.probe_s, 4.0)
             restart_scheduler(bench, probe, IMGQ_RECONCILE_INTERVAL_S=f"{args.reconcile_every_s:g}")
             full_s = time_s(lambda: reconcile(sessions, index))

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from breaker import BreakerPolicy, Reason, RedisBreakerStore
+from cli.stack import wait_until
 from imagequeue import keys
 from scheduler.queue.index import IndexEntry, WaitingIndex
 from scheduler.queue.leases import Leases, adopt_running, sweep
@@ -166,11 +167,11 @@ def test_the_sweep_frees_the_places_a_dead_workers_calls_held_at_the_slow_start_
     assert breakers.allow("m", keys.call_holder(alive)).allowed
     assert breakers.allow("m", keys.call_holder("a-third-job")).reason == Reason.GATE_SHUT
 
-    deadline = time.monotonic() + 5
-    while dead not in {entry.job_id for entry in leases.lapsed()}:
+    def dead_lapsed() -> bool:
         leases.hold("w2", [(alive, token)])  # w2 is alive and renews its lease
-        assert time.monotonic() < deadline, "the dead worker's lease did not run out"
-        time.sleep(0.02)
+        return dead in {entry.job_id for entry in leases.lapsed()}
+
+    wait_until(dead_lapsed, "the dead worker's lease runs out", 5, poll_s=0.02)
     result = sweep(sessions, index, leases, stale_s=600, models=["m"], breakers=breakers)
 
     assert result.requeued == 1
