@@ -532,6 +532,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe-s", type=float, default=12.0, help="probe window per depth")
     parser.add_argument("--reconcile-every-s", type=float, default=5.0,
                         help="the scheduler's reconcile interval while probes run")
+    parser.add_argument("--no-backlog", action="store_true",
+                        help="stop after CPU per job (no GET rows, no reconcile: about 1 minute)")
     args = parser.parse_args(argv)
     if args.quick:
         args.vendor_s, args.light_jobs, args.half_jobs, args.jobs = 0.5, 4, 16, 300
@@ -617,7 +619,8 @@ def run(bench: Bench, args: argparse.Namespace) -> None:
     total = sum(cpu[name] for name in ours if name in cpu)
     print(f"{'total':<24}{total:11.2f}{sum(base.cpu_ms.values()):13.2f}")
     print(f"{'(the simulator, a vendor)':<24}{cpu['simulator']:11.2f}", flush=True)
-    backlog(bench, args)
+    if not args.no_backlog:
+        backlog(bench, args)
 
 
 def backlog(bench: Bench, args: argparse.Namespace) -> None:

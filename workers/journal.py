@@ -61,18 +61,16 @@ class OpenClaim:
         self._session: Session | None = session
         self._failure: str | None = None
 
-    def commit_with(self, row: Attempt) -> int | None:
-        """Commit with ``row`` added; its id, or None if the claim was committed already (the
-        row needs a transaction of its own)."""
+    def commit_with(self, row: dict[str, object]) -> int | None:
+        """Commit with the attempt ``row`` added (``OPEN_ATTEMPT``'s values); its id, or None if
+        the claim was committed already (the row needs a transaction of its own)."""
         if self._failure is None and self._session is None:
             return None
         self._raise_if_failed()
         session = self._session
         assert session is not None
         try:
-            session.add(row)
-            session.flush()
-            row_id = row.id
+            row_id = add_open_attempt(session, row)
         except DATABASE_ERRORS as exc:
             self._fail(exc)
         self.commit()
@@ -128,16 +126,14 @@ class AttemptJournal(AttemptHooks):
         self._current: dict[str, int] = {}
 
     def before(self, index: int, model: ModelSpec) -> str | None:
-        row = Attempt(job_id=self.job_id, model=model.id, started_at=datetime.now(UTC),
-                      outcome=AttemptOutcome.IN_PROGRESS.value,
-                      cost_usd=model.price_per_image_usd * self.images, worker=self.worker)
+        row: dict[str, object] = {
+            "job_id": self.job_id, "model": model.id, "started_at": datetime.now(UTC),
+            "cost_usd": model.price_per_image_usd * self.images, "worker": self.worker}
         row_id = self.claim.commit_with(row) if self.claim is not None else None
         if row_id is None:
             try:
                 with self.sessions.begin() as session:
-                    session.add(row)
-                    session.flush()
-                    row_id = row.id
+                    row_id = add_open_attempt(session, row)
             except DATABASE_ERRORS as exc:
                 raise DatabaseUnreachable(str(exc)) from exc
         self.row_ids.append(row_id)
@@ -186,9 +182,18 @@ RECORD_FIELDS = ("model", "started_at", "latency_ms", "outcome", "http_status",
 # once per process instead of once per job, which was a tenth of a worker's CPU.
 COMPLETE_ATTEMPT = update(ATTEMPTS).where(ATTEMPTS.c.id == bindparam("row_id")).values(
     {name: bindparam(f"v_{name}", type_=ATTEMPTS.c[name].type) for name in RECORD_FIELDS})
+OPEN_FIELDS = ("job_id", "model", "started_at", "cost_usd", "worker")
+OPEN_ATTEMPT = insert(ATTEMPTS).values(
+    {**{name: bindparam(name, type_=ATTEMPTS.c[name].type) for name in OPEN_FIELDS},
+     "outcome": AttemptOutcome.IN_PROGRESS.value}).returning(ATTEMPTS.c.id)
 ADD_ATTEMPT = insert(ATTEMPTS).values(
     {name: bindparam(f"v_{name}", type_=ATTEMPTS.c[name].type)
      for name in ("job_id", *RECORD_FIELDS)})
+
+
+def add_open_attempt(session: Session, row: dict[str, object]) -> int:
+    """Put a call on record before it is made (``OPEN_FIELDS``): its row's id."""
+    return int(session.execute(OPEN_ATTEMPT, row).scalar_one())
 
 
 def write_attempts(session: Session, job_id: str, attempts: list[AttemptRecord],

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
-from sqlalchemy import bindparam, exists, select, update
+from sqlalchemy import Table, bindparam, exists, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import UpdateBase
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -257,16 +257,21 @@ class TelemetryHooks(AttemptHooks):
             log.warning("cannot record latency of %s: %s", model.id, exc)
 
 
-_NOW = bindparam("now", type_=Job.started_at.type)
-# Built once with bind parameters (see ``workers.journal.COMPLETE_ATTEMPT``): a job parked until
-# later is not claimed; the claim tells whether an earlier run left attempts.
-_START = (update(Job).where(
-    Job.id == bindparam("job_id"), Job.status.in_(UNFINISHED_STATUSES),
-    ~((Job.status == JobStatus.QUEUED.value) & Job.not_before.is_not(None)
-      & (Job.not_before > _NOW)))
+JOBS: Table = Job.__table__  # type: ignore[assignment]
+_NOW = bindparam("now", type_=JOBS.c.started_at.type)
+# What a run reads of its job, returned by the claim itself.
+RUN_FIELDS = ("id", "prompt", "width", "height", "n", "quality", "route", "requested_model",
+              "created_at", "deadline_at")
+# Built once with bind parameters, in Core (an ORM update returning the entity costs twice the
+# CPU): a job parked until later is not claimed; the claim tells whether an earlier run left
+# attempts.
+_START = (update(JOBS).where(
+    JOBS.c.id == bindparam("job_id"), JOBS.c.status.in_(UNFINISHED_STATUSES),
+    ~((JOBS.c.status == JobStatus.QUEUED.value) & JOBS.c.not_before.is_not(None)
+      & (JOBS.c.not_before > _NOW)))
     .values(status=JobStatus.RUNNING.value, started_at=_NOW)
-    .returning(Job, exists().where(Attempt.job_id == Job.id))
-    .execution_options(synchronize_session=False))
+    .returning(*(JOBS.c[name] for name in RUN_FIELDS),
+               exists().where(Attempt.job_id == JOBS.c.id).label("ran_before")))
 
 
 def _start(ctx: WorkerContext, job_id: str
@@ -282,8 +287,8 @@ def _start(ctx: WorkerContext, job_id: str
             status = _not_started(ctx, session, job_id)
             claim.close()  # nothing was written
             return status
-        job, ran_before = started
-        if not ran_before:
+        job = Job(**{name: getattr(started, name) for name in RUN_FIELDS})  # not in a session
+        if not started.ran_before:
             return job, claim, None, None
         pending = start_run(session, job_id)
         claim.commit()
@@ -412,13 +417,14 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
     summed from its attempt rows (so a call lost by a dead run is counted too); in the same
     transaction its webhook and its batch's count. The run that ended the job (one, however
     often it was delivered) settles it with its tenant's limits."""
-    def change(session: Session) -> Job | None:
+    def change(session: Session) -> Any:
         write_attempts(session, job_id, attempts, row_ids)
-        ended = session.scalars(_end_statement(tuple(values)), {
+        ended = session.execute(_end_statement(tuple(values)), {
             "job_id": job_id, **{f"v_{name}": value for name, value in values.items()}
         }).one_or_none()
         if ended is not None:  # its webhook, and its batch's count (last: the batch row locks)
-            job_ended(session, ended, ctx.settings.public_base_url, name=ctx.catalogue.shown_name)
+            job_ended(session, job_id, ended.batch_id, ctx.settings.public_base_url,
+                      webhook=ended.webhook_url is not None, name=ctx.catalogue.shown_name)
         return ended
 
     ended = _write(ctx, job_id, "result", change, on_outage)
@@ -427,14 +433,21 @@ def _record(ctx: WorkerContext, job_id: str, attempts: list[AttemptRecord], row_
         _count_end(ended)
 
 
+# What the end of a job returns: enough to settle it, count it, and notify about it.
+ENDED_FIELDS = ("id", "tenant_id", "batch_id", "webhook_url", "status", "lane", "served_by",
+                "degraded", "created_at", "started_at", "finished_at", "estimated_cost_usd",
+                "cost_usd")
+
+
 @functools.cache
 def _end_statement(fields: tuple[str, ...]) -> UpdateBase:
     """The job's terminal update setting ``fields`` (one statement per set of fields, built once
-    with bind parameters, see ``workers.journal.COMPLETE_ATTEMPT``)."""
-    return (update(Job).where(Job.id == bindparam("job_id"), Job.status.not_in(TERMINAL_STATUSES))
-            .values({**{name: bindparam(f"v_{name}", type_=getattr(Job, name).type)
-                        for name in fields}, **totals()})
-            .returning(Job).execution_options(synchronize_session=False))
+    with bind parameters, in Core, see ``_START``)."""
+    return (update(JOBS).where(JOBS.c.id == bindparam("job_id"),
+                               JOBS.c.status.not_in(TERMINAL_STATUSES))
+            .values({**{name: bindparam(f"v_{name}", type_=JOBS.c[name].type) for name in fields},
+                     **totals()})
+            .returning(*(JOBS.c[name] for name in ENDED_FIELDS)))
 
 
 def _count_attempts(attempts: list[AttemptRecord]) -> None:

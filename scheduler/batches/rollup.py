@@ -161,25 +161,28 @@ def batch_event_data(batch: Batch, status: str, state: BatchProgress,
             "metadata": batch.metadata_ or {}}
 
 
-def job_ended(session: Session, job: Job, public_base_url: str, *,
-              name: Callable[[str], str] = str) -> None:
-    """In the transaction whose conditional update ended ``job`` (there is one per job, however
-    often it was delivered): queue its own webhook, and count it on its batch (which that may
-    complete). ``name`` gives a model's name for end users in the webhook's notice
-    (``Catalogue.shown_name``); the notice reads the job's attempts in this transaction. A
-    webhook that cannot be built is logged, and the job ends all the same."""
-    if job.webhook_url:
+def job_ended(session: Session, job_id: str, batch_id: str | None, public_base_url: str, *,
+              webhook: bool, name: Callable[[str], str] = str) -> None:
+    """In the transaction whose conditional update ended job ``job_id`` (there is one per job,
+    however often it was delivered): queue its own webhook if it has one (``webhook``), and
+    count it on its batch (which that may complete). ``name`` gives a model's name for end
+    users in the webhook's notice (``Catalogue.shown_name``); the notice reads the job and its
+    attempts in this transaction. A webhook that cannot be built is logged, and the job ends all
+    the same."""
+    if webhook:
         try:
+            job = session.get(Job, job_id)
+            assert job is not None and job.webhook_url is not None
             data = job_event_data(job, public_base_url, name)
         except SQLAlchemyError:
             raise  # the transaction is lost: the caller's retry runs it again
         except Exception:  # noqa: BLE001 - a webhook never stops the job's end
-            log.exception("job %s ended; its webhook could not be built", job.id)
+            log.exception("job %s ended; its webhook could not be built", job_id)
         else:
             outbox.enqueue(session, tenant_id=job.tenant_id, event_type=f"job.{job.status}",
                            subject_id=job.id, url=job.webhook_url, data=data)
-    if job.batch_id is not None:
-        count_ended(session, job.batch_id, 1, public_base_url)
+    if batch_id is not None:
+        count_ended(session, batch_id, 1, public_base_url)
 
 
 def job_event_data(job: Job, public_base_url: str,
