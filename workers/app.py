@@ -25,6 +25,9 @@ from workers.runner import HANDED_BACK, run_job
 from workers.shutdown import Drain
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: a third line per job beside Celery's two, and the attempt
+# rows record each vendor call already.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 class _State:

@@ -49,6 +49,12 @@ class LeaseKeeper:
                 self._held[job_id] = token
             return ours
 
+    def holds(self, job_id: str, token: int) -> bool:
+        """Whether this process holds the job under ``token`` (taken when its message was
+        received, renewed since): then it is the job's live dispatch, with no round trip."""
+        with self._lock:
+            return not self._closed and self._held.get(job_id) == token
+
     def drop(self, job_id: str) -> None:
         with self._lock:
             self._held.pop(job_id, None)

@@ -76,7 +76,8 @@ def run_job(ctx: WorkerContext, job_id: str, dispatch_token: int | None = None) 
     run early (a crash, an error nobody expected, a result that could not be recorded) leaves
     the lease to run out, and the scheduler puts the job back in the queue.
     """
-    if dispatch_token is not None:
+    if dispatch_token is not None and not ctx.leases.holds(job_id, dispatch_token):
+        # Not taken when its message was received (``workers.app``): ask Redis now.
         if not _is_current(ctx, job_id, dispatch_token):
             log.info("job %s: stale dispatch %s (the job was requeued since); ignoring it",
                      job_id, dispatch_token)

@@ -75,7 +75,7 @@ def _running_entry(route: tuple[str, ...], model_index: int, job_started_s: floa
 
 
 def record_latency(client: redis.Redis, model: str, ok: bool, latency_s: float) -> None:
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)  # a sample, not a unit: no MULTI/EXEC
     pipe.lpush(keys.latency(model), f"{int(ok)}:{latency_s:.4f}:{time.time():.3f}")
     pipe.ltrim(keys.latency(model), 0, LATENCY_SAMPLES - 1)
     pipe.execute()
@@ -93,7 +93,7 @@ def record_walk(client: redis.Redis, job_id: str, route: tuple[str, ...], model_
                 job_started_s: float, attempt_started_s: float) -> None:
     """The job's walk is over: its length for the slot overhead, and its running entry says so."""
     now_s = time.time()
-    pipe = client.pipeline()
+    pipe = client.pipeline(transaction=False)
     pipe.lpush(keys.WALKS, f"{now_s - job_started_s:.4f}:{now_s:.3f}")
     pipe.ltrim(keys.WALKS, 0, WALK_SAMPLES - 1)
     pipe.hset(keys.RUNNING, job_id,
