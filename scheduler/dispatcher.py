@@ -4,7 +4,8 @@ Only one dispatcher is active at a time (a Redis lease); others wait on standby.
 (a job arrived, a job finished) and on a short timer, never floods Celery: capacity is the
 concurrency live workers advertise, minus jobs in flight, plus a small buffer so no worker idles.
 
-Every tick it also sweeps the job leases (``scheduler.queue.leases``). Every ``limits_refresh_s`` it
+Every ``interval_s`` (not on every wake) it renews its own lease and sweeps the job leases
+(``scheduler.queue.leases``). Every ``limits_refresh_s`` it
 reloads the tenants' running caps, which the pop applies (``scheduler.tenants.quotas``). A thread
 of its own heals Redis from the database every ``reconcile_every_s`` (the waiting index, leases,
 and the tenants' queued and budget counters; ``scheduler.queue.reconcile``), so that dispatch
@@ -212,42 +213,46 @@ class Dispatcher:
                 self.stopping.wait(self.heal_outages.backoff_s)
 
     def run(self) -> None:
-        last_refresh = 0.0
-        leader = False
-        recoveries = 0
         healing = threading.Thread(target=self.heal_loop, name="imgq-reconcile", daemon=True)
         healing.start()
+        leader, recoveries, last_refresh, chores_due_s = False, 0, 0.0, 0.0
         while not self.stopping.is_set():
-            self.leader = leader
-            held = -1
-            with self.outages.guard(self.stopping, uses=("redis",)):
-                held = self._hold_lease()
-                if held == 0:
-                    if leader:
-                        log.warning("dispatcher lease lost; standing by")
-                    leader = self.leader = False
-                    self.stopping.wait(self.interval_s)
+            # The lease, the running caps and the job leases are seen to every ``interval_s``,
+            # not on every wake: a job that arrives or ends is dispatched for at once.
+            if time.monotonic() >= chores_due_s:
+                chores_due_s = time.monotonic() + self.interval_s
+                self.leader = leader
+                held = -1
+                with self.outages.guard(self.stopping, uses=("redis",)):
+                    held = self._hold_lease()
+                    if held == 0:
+                        if leader:
+                            log.warning("dispatcher lease lost; standing by")
+                        leader = self.leader = False
+                        self.stopping.wait(self.interval_s)
+                        continue
+                    if not leader or held == 2:
+                        if leader:
+                            log.warning("Redis lost its data (flush or empty restart); "
+                                        "reconciling from the database now")
+                        else:
+                            log.info("dispatcher %s is active", self.holder)
+                        leader = self.leader = True
+                        self.heal_full_now()
+                if held < 0:
+                    chores_due_s = 0.0  # Redis is unreachable: the lease first, next time
                     continue
-                if not leader or held == 2:
-                    if leader:
-                        log.warning("Redis lost its data (flush or empty restart); "
-                                    "reconciling from the database now")
-                    else:
-                        log.info("dispatcher %s is active", self.holder)
-                    leader = self.leader = True
-                    self.heal_full_now()
-            if held < 0:
-                continue  # Redis is unreachable
-            if time.monotonic() - last_refresh > self.limits_refresh_s:
+                if time.monotonic() - last_refresh > self.limits_refresh_s:
+                    with self.outages.guard(self.stopping):
+                        self.refresh_caps()
+                        last_refresh = time.monotonic()
                 with self.outages.guard(self.stopping):
-                    self.refresh_caps()
-                    last_refresh = time.monotonic()
-            with self.outages.guard(self.stopping):
-                self.sweep_leases()
+                    self.sweep_leases()
             with self.outages.guard(self.stopping, uses=("redis",)):
                 self.index.promote_due()
                 self.dispatch_once()
-                self.index.wait_for_wake(self._wait_s())
+                self.index.wait_for_wake(
+                    min(self._wait_s(), max(0.01, chores_due_s - time.monotonic())))
             if self.outages.recoveries != recoveries:
                 recoveries = self.outages.recoveries
                 self.heal_full_now()  # an outage just ended: heal what it may have missed
